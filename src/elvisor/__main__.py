@@ -1,0 +1,3 @@
+from elvisor.cli import main
+
+raise SystemExit(main())

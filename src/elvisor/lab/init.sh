@@ -1,0 +1,51 @@
+#!/bin/busybox sh
+# The lab's init: PID 1 of the emulated arm64 host.
+# It mounts the usual file systems, loads the modules the lab needs, then runs the script
+# that `elvisor lab run` passed on the kernel command line (elvisor_run=, base64) and
+# reports its exit status on the console before powering off.
+
+/bin/busybox --install -s
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+hostname elvisor-lab
+ip link set lo up
+
+while read -r module; do
+    insmod "/usr/lib/modules/lab/$module.ko" || echo "lab: could not load module $module"
+done < /etc/elvisor-lab/modules
+
+run= nonce= interactive=
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        elvisor_run=*) run="${arg#elvisor_run=}" ;;
+        elvisor_nonce=*) nonce="${arg#elvisor_nonce=}" ;;
+        elvisor_interactive=1) interactive=1 ;;
+    esac
+done
+
+if [ -z "$run" ]; then
+    echo "lab: no command given (elvisor_run= is missing); starting a shell"
+    setsid cttyhack sh
+    poweroff -f
+fi
+
+echo "$run" | base64 -d > /run/elvisor-run.sh
+if [ -n "$interactive" ]; then
+    setsid cttyhack sh /run/elvisor-run.sh
+    status=$?
+else
+    stty -onlcr < /dev/console
+    sh /run/elvisor-run.sh < /dev/null
+    status=$?
+fi
+printf '\036elvisor-lab-exit-%s %d\n' "$nonce" "$status"
+sync
+poweroff -f

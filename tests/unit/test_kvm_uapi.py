@@ -1,0 +1,149 @@
+"""ioctl numbers, constants and structure layouts, checked against the arm64 kernel headers.
+
+The values are computed by the aarch64 cross compiler from linux/kvm.h and asm/kvm.h
+(Debian's linux-libc-dev for arm64), never taken from the code under test.
+"""
+
+import ctypes
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from elvisor.kvm import uapi
+from elvisor.kvm.fds import reg_size
+
+ENUMS = [
+    uapi.Ioctl,
+    uapi.Cap,
+    uapi.ExitReason,
+    uapi.SystemEvent,
+    uapi.DeviceType,
+    uapi.VcpuFeature,
+    uapi.MemFlag,
+    uapi.MpState,
+]
+STRUCTS = [
+    "kvm_userspace_memory_region",
+    "kvm_vcpu_init",
+    "kvm_one_reg",
+    "kvm_create_device",
+    "kvm_device_attr",
+    "kvm_irq_level",
+    "kvm_irqfd",
+    "kvm_ioeventfd",
+    "kvm_enable_cap",
+    "kvm_mp_state",
+    "kvm_reg_list",
+    "kvm_run",
+]
+KVM_RUN_FIELDS = [
+    "exit_reason",
+    "immediate_exit",
+    "mmio",
+    "hypercall",
+    "system_event",
+    "internal",
+    "fail_entry",
+    "arm_nisv",
+    "kvm_valid_regs",
+    "s",
+]
+
+
+def expressions() -> list[tuple[str, str, int]]:
+    """(what, C expression, our value) for everything checked."""
+    rows = [(f"{e.__name__}.{m.name}", m.name, int(m)) for e in ENUMS for m in e]
+    rows += [
+        ("KVMIO", "KVMIO", uapi.KVMIO),
+        ("KVM_API_VERSION", "KVM_API_VERSION", 12),
+        ("KVM_CREATE_DEVICE_TEST", "KVM_CREATE_DEVICE_TEST", uapi.KVM_CREATE_DEVICE_TEST),
+        ("KVM_ARM_VM_SMCCC_CTRL", "KVM_ARM_VM_SMCCC_CTRL", uapi.KVM_ARM_VM_SMCCC_CTRL),
+        ("KVM_ARM_VM_SMCCC_FILTER", "KVM_ARM_VM_SMCCC_FILTER", uapi.KVM_ARM_VM_SMCCC_FILTER),
+        (
+            "KVM_VM_TYPE_ARM_IPA_SIZE(48)",
+            "KVM_VM_TYPE_ARM_IPA_SIZE(48)",
+            uapi.KVM_VM_TYPE_ARM_IPA_SIZE(48),
+        ),
+    ]
+    rows += [
+        (f"sizeof {s}", f"sizeof(struct {s})", ctypes.sizeof(getattr(uapi, s))) for s in STRUCTS
+    ]
+    for field in KVM_RUN_FIELDS:
+        ours = (
+            uapi.kvm_run.exit.offset
+            if field in uapi._kvm_run_exit.__dict__
+            else getattr(uapi.kvm_run, field).offset
+        )
+        rows.append(
+            (f"offsetof kvm_run.{field}", f"__builtin_offsetof(struct kvm_run, {field})", ours)
+        )
+    return rows
+
+
+@pytest.fixture(scope="module")
+def header_values(arm64_kernel_headers: Path, cross_tool, tmp_path_factory) -> list[int]:
+    rows = expressions()
+    work = tmp_path_factory.mktemp("uapi")
+    source = work / "values.c"
+    source.write_text(
+        "#include <linux/kvm.h>\n"
+        "const unsigned long long values[] = {\n"
+        + "".join(f"  (unsigned long long)({expr}),\n" for _, expr, _ in rows)
+        + "};\n"
+    )
+    obj, raw = work / "values.o", work / "values.bin"
+    include = arm64_kernel_headers
+    subprocess.run(
+        [
+            cross_tool("gcc"),
+            "-c",
+            "-nostdinc",
+            "-I",
+            str(include),
+            "-I",
+            str(include / "aarch64-linux-gnu"),
+            "-o",
+            str(obj),
+            str(source),
+        ],
+        check=True,
+    )
+    subprocess.run(
+        [cross_tool("objcopy"), "-O", "binary", "-j", ".rodata", str(obj), str(raw)], check=True
+    )
+    data = raw.read_bytes()
+    return list(struct.unpack(f"<{len(rows)}Q", data[: 8 * len(rows)]))
+
+
+def test_everything_matches_the_arm64_headers(header_values: list[int]) -> None:
+    mismatches = [
+        f"{what}: ours {ours:#x}, kernel {theirs:#x}"
+        for (what, _, ours), theirs in zip(expressions(), header_values, strict=True)
+        if ours != theirs
+    ]
+    assert not mismatches, "\n".join(mismatches)
+
+
+@pytest.mark.parametrize(
+    ("name", "number"),
+    [  # literal values, as printed by the kernel's own definitions on arm64
+        ("KVM_GET_API_VERSION", 0xAE00),
+        ("KVM_CREATE_VM", 0xAE01),
+        ("KVM_RUN", 0xAE80),
+        ("KVM_SET_USER_MEMORY_REGION", 0x4020AE46),
+        ("KVM_ARM_VCPU_INIT", 0x4020AEAE),
+        ("KVM_ARM_PREFERRED_TARGET", 0x8020AEAF),
+        ("KVM_SET_ONE_REG", 0x4010AEAC),
+        ("KVM_CREATE_DEVICE", 0xC00CAEE0),
+    ],
+)
+def test_well_known_ioctl_numbers(name: str, number: int) -> None:
+    assert uapi.Ioctl[name] == number
+
+
+def test_register_size_from_id() -> None:
+    assert reg_size(0x6030_0000_0010_0040) == 8  # PC: KVM_REG_SIZE_U64
+    assert reg_size(0x6040_0000_0010_0054) == 16  # V0: KVM_REG_SIZE_U128
+    assert reg_size(0x6020_0000_0010_0000) == 4  # KVM_REG_SIZE_U32
