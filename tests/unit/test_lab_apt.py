@@ -1,5 +1,9 @@
 """Finding the machine's Debian mirror in its apt configuration."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from elvisor.errors import UserError
@@ -38,7 +42,7 @@ Components: main
         "http://mirror.example/debian/",
         "http://mirror.example/debian-security",
     ]
-    assert debian_mirror(sources) == "http://mirror.example/debian"
+    assert debian_mirror(sources).uri == "http://mirror.example/debian/"
 
 
 def test_one_line_sources_security_first(tmp_path) -> None:
@@ -52,7 +56,9 @@ deb [arch=amd64 signed-by=/x.gpg] http://mirror.example/debian trixie main non-f
 """
         },
     )
-    assert debian_mirror(system_sources(etc)) == "http://mirror.example/debian"
+    chosen = debian_mirror(system_sources(etc))
+    assert chosen.uri == "http://mirror.example/debian"
+    assert chosen.origin == str(etc / "sources.list")
 
 
 def test_disabled_and_foreign_sources_are_not_debian(tmp_path) -> None:
@@ -80,3 +86,30 @@ def test_no_sources_at_all(tmp_path) -> None:
 
 def test_package_filename_quotes_the_epoch() -> None:
     assert Package("zlib1g", "1:1.3.dfsg-1", "arm64").filename == "zlib1g_1%3a1.3.dfsg-1_arm64.deb"
+
+
+def test_unreachable_mirror_is_one_line_naming_it(tmp_path) -> None:
+    """Nothing listens on the discard port of this machine: apt fails, and says where."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "elvisor",
+            "lab",
+            "build",
+            "--suite",
+            "bookworm",
+            "--mirror",
+            "http://127.0.0.1:9/debian",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "ELVISOR_CACHE_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("elvisor: error: apt-get could not get Debian bookworm")
+    assert "http://127.0.0.1:9/debian (given with --mirror)" in lines[-1]
+    assert "Traceback" not in result.stderr

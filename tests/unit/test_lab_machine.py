@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from elvisor.errors import UserError
+from elvisor.lab import qemu
 from elvisor.lab.image import LabImage
 from elvisor.lab.profiles import lab_machine
 from elvisor.lab.qemu import Share, qemu_argv
@@ -100,3 +101,9 @@ def test_guest_script_mounts_shares_and_sets_the_environment() -> None:
     assert "cd '/work/my checkout/tests'" in script
     assert "stty rows 40 cols 120" in script
     assert script.rstrip().endswith("exec true")
+
+
+def test_no_qemu_says_what_to_install(monkeypatch) -> None:
+    monkeypatch.setattr(qemu.shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match="apt-get install --no-install-recommends qemu-system-arm"):
+        qemu.qemu_binary()

@@ -115,12 +115,14 @@ def _kvm_mode() -> str:
                 break
             if not record:
                 break
-            if "VHE mode initialized" in record:
-                mode = "VHE"
-            elif "Protected nVHE mode initialized" in record:
+            if "mode initialized" not in record:
+                continue
+            if "rotected" in record:  # "Protected nVHE mode initialized successfully"
                 mode = "protected"
-            elif "Hyp mode initialized" in record or "nVHE mode initialized" in record:
+            elif "nVHE" in record or "Hyp mode" in record:  # "Hyp nVHE mode ...", 6.1: "Hyp mode"
                 mode = "nVHE"
+            elif "VHE mode" in record:
+                mode = "VHE"
     finally:
         os.close(fd)
     return mode

@@ -110,11 +110,11 @@ def system_sources(etc_apt: Path = Path("/etc/apt")) -> list[AptSource]:
     return sources
 
 
-def debian_mirror(sources: list[AptSource]) -> str:
-    """The URI of the first configured Debian archive (a plain Debian suite, component main)."""
+def debian_mirror(sources: list[AptSource]) -> AptSource:
+    """The first configured Debian archive (a plain Debian suite, component main)."""
     for source in sources:
         if "main" in source.components and any(s in DEBIAN_SUITES for s in source.suites):
-            return source.uri.rstrip("/")
+            return source
     tried = ", ".join(sorted({f"{s.uri} ({s.origin})" for s in sources})) or "none"
     raise UserError(
         "no Debian package source is configured on this machine "
@@ -140,7 +140,11 @@ def extract(deb: Path, dest: Path) -> None:
 def debian_workspace(root: Path, suite: str, mirror: str | None = None) -> AptWorkspace:
     """A private apt state for `suite`, its lists fetched (or less than a day old)."""
     require_tools()
-    workspace = AptWorkspace(root, suite, mirror or debian_mirror(system_sources()))
+    if mirror:
+        workspace = AptWorkspace(root, suite, mirror, "given with --mirror")
+    else:
+        source = debian_mirror(system_sources())
+        workspace = AptWorkspace(root, suite, source.uri, f"the apt source in {source.origin}")
     workspace.update()
     return workspace
 
@@ -148,10 +152,13 @@ def debian_workspace(root: Path, suite: str, mirror: str | None = None) -> AptWo
 class AptWorkspace:
     """A private apt state for one suite of Debian's arm64 packages."""
 
-    def __init__(self, root: Path, suite: str, mirror: str, arch: str = "arm64") -> None:
+    def __init__(
+        self, root: Path, suite: str, mirror: str, origin: str, arch: str = "arm64"
+    ) -> None:
         self.root = root
         self.suite = suite
-        self.mirror = mirror
+        self.mirror = mirror.rstrip("/")
+        self.origin = origin  # where the mirror's address came from, for messages
         self.arch = arch
         self._setup()
 
@@ -207,8 +214,8 @@ class AptWorkspace:
             detail = (result.stderr or "").strip().splitlines()
             last = detail[-1] if detail else f"exit status {result.returncode}"
             raise UserError(
-                f"apt-get could not get Debian {self.suite} arm64 packages from {self.mirror}: "
-                f"{last}; check the network, or pass --mirror URI"
+                f"apt-get could not get Debian {self.suite} arm64 packages from {self.mirror} "
+                f"({self.origin}): {last}; check the network, or pass --mirror URI"
             )
         return result.stdout or ""
 
@@ -256,8 +263,8 @@ class AptWorkspace:
             result = subprocess.run(cmd, cwd=dest, stdout=sys.stderr, check=False)
             if result.returncode != 0:
                 raise UserError(
-                    f"apt-get could not download Debian {self.suite} arm64 packages "
-                    f"from {self.mirror}; check the network, or pass --mirror URI"
+                    f"apt-get could not download Debian {self.suite} arm64 packages from "
+                    f"{self.mirror} ({self.origin}); check the network, or pass --mirror URI"
                 )
         paths = [dest / p.filename for p in packages]
         for path in paths:

@@ -33,8 +33,9 @@ DEFAULT_SUITE = "trixie"
 FLAVOURS = ("arm64", "arm64-16k")
 
 USERLAND = ["busybox-static", "python3", "python3-pytest"]
-# 9p for the shared checkout; tun, vhost-net and vhost-vsock for the VMM's network and vsock
-MODULES = ["9pnet_virtio", "9p", "tun", "vhost_net", "vhost_vsock"]
+# virtio-pci (built into trixie's kernel) and 9p for the shared checkout; tun, vhost-net and
+# vhost-vsock for the VMM's network and vsock devices
+MODULES = ["virtio_pci", "9pnet_virtio", "9p", "tun", "vhost_net", "vhost_vsock"]
 # left out of the initramfs: documentation and data nobody reads in the lab
 SKIPPED = (
     "usr/share/doc/",
@@ -94,10 +95,13 @@ def _labs_dir(suite: str, flavour: str) -> Path:
 
 
 def find_image(suite: str, flavour: str) -> LabImage | None:
-    """The most recently built lab of this suite and flavour, if any."""
-    current = _labs_dir(suite, flavour) / "current"
+    """The most recently built lab of this suite and flavour, if this recipe built it."""
+    labs = _labs_dir(suite, flavour)
     try:
-        return LabImage.load(_labs_dir(suite, flavour) / current.read_text().strip())
+        directory = labs / (labs / "current").read_text().strip()
+        if json.loads((directory / "manifest.json").read_text())["recipe"] != _recipe_hash():
+            return None
+        return LabImage.load(directory)
     except (OSError, ValueError, KeyError):
         return None
 
@@ -227,6 +231,7 @@ def _assemble(
         "python": python,
         "packages": [str(p) for p in userland],
         "modules": [name for name, _ in modules],
+        "recipe": _recipe_hash(),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 

@@ -74,9 +74,13 @@ def guest_script(
     nonce: str,
     tty_size: tuple[int, int] | None,
 ) -> str:
-    """The shell script the lab's init runs: mount the shares, then exec the command."""
+    """The shell script the lab's init runs: mount the shares, then exec the command.
+
+    It starts with the start marker, so that whatever it prints is the command's output.
+    """
     q = shlex.quote
-    lines = []
+    uptime = "$(cut -d' ' -f1 /proc/uptime)"
+    lines = [f"printf '\\036elvisor-lab-start-%s %s\\n' {nonce} \"{uptime}\""]
     for share in shares:
         options = "trans=virtio,version=9p2000.L,msize=512000" + (",ro" if share.readonly else "")
         path = q(str(share.path))
@@ -88,9 +92,6 @@ def guest_script(
     lines.append(f"cd {q(str(cwd))}")
     if tty_size:
         lines.append(f"stty rows {tty_size[0]} cols {tty_size[1]}")
-    lines.append(
-        f"printf '\\036elvisor-lab-start-%s %s\\n' {nonce} \"$(cut -d' ' -f1 /proc/uptime)\""
-    )
     lines.append("exec " + shlex.join(argv))
     return "\n".join(lines) + "\n"
 
