@@ -13,7 +13,8 @@ CTRL_A = 0x01
 
 
 def is_interactive() -> bool:
-    return sys.stdin.isatty() and sys.stdout.isatty()
+    """Both standard input and output are a terminal (either may even be closed)."""
+    return all(stream is not None and stream.isatty() for stream in (sys.stdin, sys.stdout))
 
 
 @contextmanager
