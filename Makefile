@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: all setup host-packages demo test lint format clean
+.PHONY: all setup host-packages demo test lint format clean guests
 
 all: test
 
@@ -22,7 +22,7 @@ setup: host-packages $(VENV)/.installed
 demo: setup
 	@tools/demo
 
-test: setup
+test: setup guests
 	@tools/run-tests
 
 lint: setup
@@ -37,3 +37,21 @@ format: setup
 clean:
 	rm -rf build $(VENV) .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+# Test guests: tiny AArch64 programs (tests/guests/*.S), as ELF files and raw binaries loaded
+# at GUEST_LOAD_ADDR. Built on the host (the lab has no cross tools), used inside the lab.
+CROSS := aarch64-linux-gnu-
+GUEST_LOAD_ADDR := 0x40080000
+GUEST_SOURCES := $(wildcard tests/guests/*.S)
+GUEST_ELFS := $(GUEST_SOURCES:tests/guests/%.S=build/guests/%.elf)
+GUEST_BINS := $(GUEST_ELFS:.elf=.bin)
+
+guests: host-packages $(GUEST_ELFS) $(GUEST_BINS)
+
+build/guests/%.elf: tests/guests/%.S tests/guests/common.inc
+	@mkdir -p $(@D)
+	$(CROSS)as -I tests/guests -o build/guests/$*.o $<
+	$(CROSS)ld -Ttext=$(GUEST_LOAD_ADDR) -o $@ build/guests/$*.o
+
+build/guests/%.bin: build/guests/%.elf
+	$(CROSS)objcopy -O binary $< $@

@@ -7,13 +7,18 @@ Exit statuses: 0 success; 2 bad input or unusable host (one line, no traceback);
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
+from pathlib import Path
 from typing import NoReturn
 
 from elvisor import __version__
+from elvisor.config import DEFAULT_CMDLINE
 from elvisor.errors import UserError
 from elvisor.units import parse_size
+
+log = logging.getLogger("elvisor")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,6 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
     info = kvm_commands.add_parser("info", help="KVM API version and arm64 capabilities")
     info.add_argument("--json", action="store_true", help="machine-readable output")
 
+    run = commands.add_parser("run", help="boot a guest (default: the default Linux guest)")
+    run.add_argument("--kernel", type=Path, help="arm64 Linux Image (plain or gzip) or ELF file")
+    run.add_argument("--initrd", type=Path, help="initial RAM disk")
+    run.add_argument("--cmdline", help=f"kernel command line (default: {DEFAULT_CMDLINE!r})")
+    run.add_argument("--memory", default="512M", help="guest RAM (default: %(default)s)")
+    run.add_argument("--cpus", type=int, default=1, help="vCPUs (default: %(default)s)")
+    run.add_argument("--gic", type=int, choices=(2, 3), help="GIC version (default: v3 if any)")
+    run.add_argument("--binary", type=Path, help="bare-metal program: ELF, or raw with --load-addr")
+    run.add_argument("--load-addr", type=_address, help="where a raw --binary is loaded")
+    run.add_argument(
+        "--dump-dtb",
+        type=Path,
+        metavar="FILE",
+        help="write the guest's device tree to FILE and exit",
+    )
+    run.add_argument("--no-reboot", action="store_true", help="exit when the guest resets")
+    run.add_argument("-v", "--verbose", action="store_true", help="timings and device logs")
+
     doctor = commands.add_parser("doctor", help="can this host run elvisor guests?")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -85,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_lab(args: argparse.Namespace, started: float) -> int:
+    from elvisor.images import default_guest
     from elvisor.lab import session
     from elvisor.lab.build import ensure_image
     from elvisor.lab.image import DEFAULT_SUITE
@@ -115,7 +139,53 @@ def _cmd_lab(args: argparse.Namespace, started: float) -> int:
     )
     if session.native_kvm():
         return session.run(request, None, started)
-    return session.run(request, ensure_image(args.suite, machine.flavour, args.mirror), started)
+    lab_image = ensure_image(args.suite, machine.flavour, args.mirror)
+    default_guest()  # built here, where apt is, for `elvisor run` inside the lab
+    return session.run(request, lab_image, started)
+
+
+def _address(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an address (like 0x40080000)") from None
+
+
+def _cmd_run(args: argparse.Namespace, started: float) -> int:
+    from elvisor.config import VmConfig
+    from elvisor.vm import Vm, run_vm
+
+    kernel, initrd, cmdline = args.kernel, args.initrd, args.cmdline
+    if kernel is None and args.binary is None:
+        from elvisor.images import default_guest
+
+        guest = default_guest()
+        kernel, initrd = guest.kernel, initrd or guest.initrd
+        cmdline = cmdline or guest.cmdline
+    config = VmConfig(
+        kernel=kernel,
+        initrd=initrd,
+        cmdline=cmdline or DEFAULT_CMDLINE,
+        memory=parse_size(args.memory, default_unit="M"),
+        cpus=args.cpus,
+        gic=args.gic,
+        binary=args.binary,
+        load_addr=args.load_addr,
+        reboot=not args.no_reboot,
+    )
+    if args.dump_dtb:
+        with Vm(config) as vm:
+            args.dump_dtb.write_bytes(vm.dtb_blob)
+        return 0
+
+    def timings(vm: Vm) -> None:
+        if args.verbose:
+            vm.on_first_run = lambda t: log.info("first KVM_RUN %.3f s after start", t - started)
+
+    result = run_vm(config, on_start=timings)
+    if result.message and (args.verbose or result.exit_status):
+        print(f"elvisor: {result.message}", file=sys.stderr)
+    return result.exit_status
 
 
 def _cmd_kvm_info(args: argparse.Namespace) -> int:
@@ -135,12 +205,27 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if verdict.can_run else 1
 
 
+class _TerminalSafeHandler(logging.StreamHandler):
+    """Log lines end in CR LF on a terminal, which may be in raw mode for a guest console."""
+
+    terminator = "\r\n" if sys.stderr.isatty() else "\n"
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = _TerminalSafeHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("elvisor: %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     args = build_parser().parse_args(argv)
     try:
         if args.command == "lab":
             return _cmd_lab(args, started)
+        if args.command == "run":
+            _setup_logging(args.verbose)
+            return _cmd_run(args, started)
         if args.command == "kvm":
             return _cmd_kvm_info(args)
         return _cmd_doctor(args)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from elvisor.lab import cpio
+from elvisor.debian import cpio
 from elvisor.lab.image import find_image
 
 ROOT = Path(__file__).resolve().parents[2]

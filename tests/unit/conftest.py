@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from elvisor.cache import cache_dir
-from elvisor.lab.apt import debian_workspace, extract
+from elvisor.debian.apt import debian_workspace, extract
 from elvisor.lab.image import DEFAULT_SUITE
 
 CROSS = "aarch64-linux-gnu-"

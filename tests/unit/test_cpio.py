@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from elvisor.lab import cpio
+from elvisor.debian import cpio
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ import lzma
 
 import pytest
 
+from elvisor.debian.kmod import ModuleTree, modinfo
 from elvisor.errors import UserError
-from elvisor.lab.kmod import ModuleTree, modinfo
 
 
 def module_source(name: str, depends: str) -> str:

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
+from elvisor.debian.apt import Package, debian_mirror, system_sources
 from elvisor.errors import UserError
-from elvisor.lab.apt import Package, debian_mirror, system_sources
 
 
 def write_etc(tmp_path, files: dict[str, str]):

@@ -12,7 +12,10 @@ import errno
 import fcntl
 import mmap
 import os
-from typing import Self
+from typing import TYPE_CHECKING, Self
+
+if TYPE_CHECKING:
+    from ctypes import _CData as CData
 
 from elvisor.kvm.uapi import (
     KVM_CREATE_DEVICE_TEST,
@@ -101,11 +104,15 @@ class _DeviceAttrs(_Fd):
             raise
         return True
 
-    def set_device_attr(self, group: int, attr: int, addr: int = 0) -> None:
+    def set_device_attr(self, group: int, attr: int, value: CData | None = None) -> None:
+        """KVM_SET_DEVICE_ATTR; `value` (a ctypes object) is what the attribute points to."""
+        addr = 0 if value is None else ctypes.addressof(value)
         self._ioctl(Ioctl.KVM_SET_DEVICE_ATTR, kvm_device_attr(0, group, attr, addr))
 
-    def get_device_attr(self, group: int, attr: int, addr: int) -> None:
-        self._ioctl(Ioctl.KVM_GET_DEVICE_ATTR, kvm_device_attr(0, group, attr, addr))
+    def get_device_attr(self, group: int, attr: int, value: CData) -> None:
+        """KVM_GET_DEVICE_ATTR, into `value` (a ctypes object of the attribute's type)."""
+        req = kvm_device_attr(0, group, attr, ctypes.addressof(value))
+        self._ioctl(Ioctl.KVM_GET_DEVICE_ATTR, req)
 
 
 class Kvm(_Fd):

@@ -86,6 +86,10 @@ class kvm_reg_list(ctypes.Structure):
     _fields_ = [("n", u64)]
 
 
+class kvm_smccc_filter(ctypes.Structure):
+    _fields_ = [("base", u32), ("nr_functions", u32), ("action", u8), ("pad", u8 * 15)]
+
+
 # --- struct kvm_run: the page shared with the kernel, mmap()ed from the vCPU fd -------------
 
 
@@ -266,6 +270,29 @@ class MpState(IntEnum):
 # VM-level device attributes (KVM_HAS/SET_DEVICE_ATTR on the VM fd, arm64)
 KVM_ARM_VM_SMCCC_CTRL = 0
 KVM_ARM_VM_SMCCC_FILTER = 0
+KVM_SMCCC_FILTER_FWD_TO_USER = 2  # enum kvm_smccc_filter_action
+KVM_HYPERCALL_EXIT_SMC = 1 << 0  # kvm_run.hypercall.flags
+
+# the vGIC device (KVM_DEV_TYPE_ARM_VGIC_V2/V3) and its attributes
+KVM_DEV_ARM_VGIC_GRP_ADDR = 0
+KVM_DEV_ARM_VGIC_GRP_NR_IRQS = 3
+KVM_DEV_ARM_VGIC_GRP_CTRL = 4
+KVM_DEV_ARM_VGIC_CTRL_INIT = 0
+KVM_VGIC_V2_ADDR_TYPE_DIST = 0
+KVM_VGIC_V2_ADDR_TYPE_CPU = 1
+KVM_VGIC_V3_ADDR_TYPE_DIST = 2
+KVM_VGIC_V3_ADDR_TYPE_REDIST = 3
+
+# vCPU attributes: the PMU
+KVM_ARM_VCPU_PMU_V3_CTRL = 0
+KVM_ARM_VCPU_PMU_V3_IRQ = 0
+KVM_ARM_VCPU_PMU_V3_INIT = 1
+
+# KVM_IRQ_LINE's irq field on arm64: type (bits 24-27), vCPU (16-23), number (0-15)
+KVM_ARM_IRQ_TYPE_SHIFT = 24
+KVM_ARM_IRQ_TYPE_CPU = 0
+KVM_ARM_IRQ_TYPE_SPI = 1
+KVM_ARM_IRQ_TYPE_PPI = 2
 
 
 def KVM_VM_TYPE_ARM_IPA_SIZE(bits: int) -> int:

@@ -18,9 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from elvisor.cache import locked
 from elvisor.errors import UserError
 from elvisor.lab import session
-from elvisor.lab.image import LabImage, build_image, find_image, locked
+from elvisor.lab.image import LabImage, build_image, find_image
 from elvisor.lab.profiles import LabMachine
 from elvisor.lab.qemu import Share
 

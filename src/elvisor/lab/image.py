@@ -7,7 +7,6 @@ versions and the packing recipe: a second build with nothing new in Debian is in
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -16,17 +15,15 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from elvisor.cache import cache_dir
+from elvisor.cache import cache_dir, locked
+from elvisor.debian import cpio
+from elvisor.debian.apt import Package, debian_workspace, extract
+from elvisor.debian.kmod import ModuleTree
 from elvisor.errors import UserError
-from elvisor.lab import cpio
-from elvisor.lab.apt import Package, debian_workspace, extract
-from elvisor.lab.kmod import ModuleTree
 
 SUITES = ("trixie", "bookworm")
 DEFAULT_SUITE = "trixie"
@@ -104,14 +101,6 @@ def find_image(suite: str, flavour: str) -> LabImage | None:
         return LabImage.load(directory)
     except (OSError, ValueError, KeyError):
         return None
-
-
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 def _recipe_hash() -> str:

@@ -28,6 +28,7 @@ from types import FrameType
 from typing import BinaryIO
 
 import elvisor
+from elvisor.cache import cache_dir
 from elvisor.errors import UserError
 from elvisor.lab.console import Exited, MarkerScanner, Output, Started
 from elvisor.lab.image import LabImage
@@ -142,13 +143,15 @@ def run(request: LabRequest, image: LabImage | None, started: float) -> int:
     cwd = Path.cwd()
     if not cwd.is_relative_to(share_root):
         cwd = share_root
+    cache = cache_dir()
     return boot(
         image,
         request.machine,
         request.argv,
-        [Share(share_root, "elvisor-share")],
+        # the checkout, and (read-only) the cache with the default guest built on this host
+        [Share(share_root, "elvisor-share"), Share(cache, "elvisor-cache", readonly=True)],
         cwd,
-        {"PYTHONPATH": str(src)},
+        {"PYTHONPATH": str(src), "ELVISOR_CACHE_DIR": str(cache)},
         timeout=request.timeout,
         verbose=request.verbose,
         started=started,

@@ -88,7 +88,7 @@ class ModuleTree:
                 return
             seen.add(name)
             if name not in self.files:
-                raise UserError(f"the lab's kernel has no module {name} (in {self.root})")
+                raise UserError(f"the kernel has no module {name} (in {self.root})")
             image = read_module(self.files[name])
             for dep in filter(None, modinfo(image).get("depends", "").split(",")):
                 visit(dep)

@@ -225,7 +225,7 @@ class AptWorkspace:
         if not force and stamp.exists() and time.time() - stamp.stat().st_mtime < LISTS_MAX_AGE:
             return
         print(
-            f"lab: fetching Debian {self.suite} arm64 package lists from {self.mirror}",
+            f"elvisor: fetching Debian {self.suite} arm64 package lists from {self.mirror}",
             file=sys.stderr,
         )
         self._apt("apt-get", "update", "-q")
@@ -258,7 +258,7 @@ class AptWorkspace:
         dest.mkdir(parents=True, exist_ok=True)
         missing = [p for p in packages if not (dest / p.filename).exists()]
         if missing:
-            print(f"lab: downloading {len(missing)} packages", file=sys.stderr)
+            print(f"elvisor: downloading {len(missing)} Debian packages", file=sys.stderr)
             cmd = ["apt-get", *self.options(), "download", *map(str, missing)]
             result = subprocess.run(cmd, cwd=dest, stdout=sys.stderr, check=False)
             if result.returncode != 0:

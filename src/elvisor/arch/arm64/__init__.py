@@ -1,0 +1,1 @@
+"""AArch64: the guest memory map, registers, boot and the device tree."""

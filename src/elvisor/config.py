@@ -1,0 +1,94 @@
+"""What a VM is made of, validated before the first ioctl: every user error is caught here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from elvisor.arch.arm64 import boot
+from elvisor.errors import UserError
+
+DEFAULT_MEMORY = 512 << 20
+MIN_MEMORY = 8 << 20
+DEFAULT_CMDLINE = "console=ttyAMA0"
+MAX_CMDLINE = 2047  # arm64 COMMAND_LINE_SIZE, less the terminating NUL
+
+
+def host_memory() -> int | None:
+    """The host's RAM in bytes (MemTotal), if /proc/meminfo says."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _readable(path: Path, what: str) -> None:
+    if not path.exists():
+        raise UserError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise UserError(f"{what} {path} is not a file")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{what} {path} is not readable: check its permissions")
+
+
+def _head(path: Path, size: int = 64) -> bytes:
+    with path.open("rb") as f:
+        return f.read(size)
+
+
+@dataclass(frozen=True)
+class VmConfig:
+    """A VM: what it boots and what it has. Invalid values raise UserError on construction."""
+
+    kernel: Path | None = None  # an arm64 Linux Image (gzip allowed) or an ELF file
+    initrd: Path | None = None
+    cmdline: str = DEFAULT_CMDLINE
+    memory: int = DEFAULT_MEMORY  # bytes
+    cpus: int = 1
+    gic: int | None = None  # 2 or 3; None: v3 where the host offers it
+    binary: Path | None = None  # a bare-metal program: raw (with load_addr) or ELF
+    load_addr: int | None = None
+    reboot: bool = True  # PSCI SYSTEM_RESET reboots the guest (else the VM ends)
+
+    def __post_init__(self) -> None:
+        if (self.kernel is None) == (self.binary is None):
+            raise UserError("give a kernel (--kernel) or a bare-metal program (--binary)")
+        if self.kernel is not None:
+            _readable(self.kernel, "kernel")
+            if boot.kind_of(_head(self.kernel)) is None:
+                raise UserError(
+                    f"kernel {self.kernel} is neither an arm64 Linux Image (plain or gzip) "
+                    "nor an ELF file"
+                )
+        if self.binary is not None:
+            _readable(self.binary, "binary")
+            is_elf = boot.kind_of(_head(self.binary)) == "elf"
+            if not is_elf and self.load_addr is None:
+                raise UserError(f"{self.binary} is a raw binary: give its --load-addr")
+            if is_elf and self.load_addr is not None:
+                raise UserError(
+                    f"{self.binary} is an ELF file: it says where it loads, drop --load-addr"
+                )
+        elif self.load_addr is not None:
+            raise UserError("--load-addr goes with --binary")
+        if self.initrd is not None:
+            _readable(self.initrd, "initrd")
+        if len(self.cmdline.encode()) > MAX_CMDLINE:
+            raise UserError(f"the kernel command line is longer than {MAX_CMDLINE} bytes")
+        if self.memory < MIN_MEMORY:
+            raise UserError(
+                f"--memory {self.memory >> 20}M is too small: at least {MIN_MEMORY >> 20}M"
+            )
+        host = host_memory()
+        if host is not None and self.memory > host:
+            raise UserError(
+                f"--memory {self.memory >> 20}M is more than this host's {host >> 20} MiB of RAM"
+            )
+        if self.cpus < 1:
+            raise UserError(f"--cpus must be at least 1, not {self.cpus}")
+        if self.gic not in (None, 2, 3):
+            raise UserError(f"--gic must be 2 or 3, not {self.gic}")
