@@ -153,7 +153,7 @@ def _address(text: str) -> int:
 
 def _cmd_run(args: argparse.Namespace, started: float) -> int:
     from elvisor.config import VmConfig
-    from elvisor.vm import Vm, run_vm
+    from elvisor.vm import Outcome, Vm, run_vm
 
     kernel, initrd, cmdline = args.kernel, args.initrd, args.cmdline
     if kernel is None and args.binary is None:
@@ -183,7 +183,7 @@ def _cmd_run(args: argparse.Namespace, started: float) -> int:
             vm.on_first_run = lambda t: log.info("first KVM_RUN %.3f s after start", t - started)
 
     result = run_vm(config, on_start=timings)
-    if result.message and (args.verbose or result.exit_status):
+    if result.message and (args.verbose or result.outcome not in (Outcome.POWEROFF, Outcome.RESET)):
         print(f"elvisor: {result.message}", file=sys.stderr)
     return result.exit_status
 

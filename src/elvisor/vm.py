@@ -386,7 +386,7 @@ class Vm:
             sel.register(wake_r, selectors.EVENT_READ)
             while self._result is None:
                 throttled = input_fd is not None and not self.uart.backlog_drained.is_set()
-                watched = input_fd in sel.get_map()
+                watched = input_fd is not None and input_fd in sel.get_map()
                 if input_fd is not None and not throttled and not watched:
                     sel.register(input_fd, selectors.EVENT_READ)
                 elif input_fd is not None and throttled and watched:

@@ -5,8 +5,19 @@ Where /dev/kvm should be and is not, they fail: they are never skipped.
 
 import os
 import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+GUESTS = ROOT / "build" / "guests"
+ELVISOR = [sys.executable, "-m", "elvisor"]
+# generous bounds against a hung guest, not timing assertions: the lab is software-emulated
+BOOT_TIMEOUT = 600
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -15,3 +26,86 @@ def _require_kvm() -> None:
         "tests/kvm run on an arm64 host: use `elvisor lab run -- python3 -m pytest tests/kvm`"
     )
     assert os.path.exists("/dev/kvm"), "/dev/kvm is missing on this arm64 host"
+
+
+@pytest.fixture(scope="session")
+def guest():
+    """The path of a test guest built by `make guests` (on the host: the lab has no cross tools)."""
+
+    def path(name: str) -> Path:
+        found = GUESTS / name
+        assert found.exists(), f"{found} is missing: run `make guests` on the host first"
+        return found
+
+    return path
+
+
+@pytest.fixture(scope="session")
+def elvisor_run():
+    """`elvisor run ARGS` with `stdin` piped in; the completed process (bytes output)."""
+
+    def run(*args: str, stdin: bytes = b"", timeout: float = BOOT_TIMEOUT):
+        return subprocess.run(
+            [*ELVISOR, "run", *args], input=stdin, capture_output=True, timeout=timeout, check=False
+        )
+
+    return run
+
+
+@pytest.fixture
+def console_session():
+    """Start guests driven through their console; they are killed if the test leaves any."""
+    sessions: list[Session] = []
+
+    def start(*args: str) -> Session:
+        sessions.append(Session(*args))
+        return sessions[-1]
+
+    yield start
+    for session in sessions:
+        session.close()
+
+
+class Session:
+    """A guest driven through its console, as a user at a terminal would (expect-style)."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [*ELVISOR, "run", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.output = b""
+
+    def expect(self, pattern: bytes, timeout: float = BOOT_TIMEOUT) -> re.Match[bytes]:
+        assert self.proc.stdout is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if match := re.search(pattern, self.output):
+                return match
+            chunk = self.proc.stdout.read(65536)
+            if chunk:
+                self.output += chunk
+            elif self.proc.poll() is not None:
+                break
+            else:
+                time.sleep(0.05)
+        raise AssertionError(
+            f"{pattern!r} never came; the console said:\n"
+            + self.output.decode(errors="replace")[-3000:]
+        )
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def wait(self, timeout: float = BOOT_TIMEOUT) -> int:
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

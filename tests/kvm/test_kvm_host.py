@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.every_host
+
 ELVISOR = [sys.executable, "-m", "elvisor"]
 
 

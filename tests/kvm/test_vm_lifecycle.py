@@ -15,6 +15,8 @@ from elvisor.kvm import (
     VcpuFeature,
 )
 
+pytestmark = pytest.mark.every_host
+
 # arm64 core register ids: KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | offset/4
 # of the field in struct kvm_regs (user_pt_regs: regs[31], sp, pc, pstate). Literal values,
 # from arch/arm64/include/uapi/asm/kvm.h, not from the code under test.
