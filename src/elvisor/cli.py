@@ -180,7 +180,9 @@ def _cmd_run(args: argparse.Namespace, started: float) -> int:
 
     def timings(vm: Vm) -> None:
         if args.verbose:
-            vm.on_first_run = lambda t: log.info("first KVM_RUN %.3f s after start", t - started)
+            vm.on_first_run = lambda t: log.info(
+                "first KVM_RUN %.3f s after start (monotonic clock %.6f)", t - started, t
+            )
 
     result = run_vm(config, on_start=timings)
     if result.message and (args.verbose or result.outcome not in (Outcome.POWEROFF, Outcome.RESET)):

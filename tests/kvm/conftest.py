@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GUESTS = ROOT / "build" / "guests"
 ELVISOR = [sys.executable, "-m", "elvisor"]
 # generous bounds against a hung guest, not timing assertions: the lab is software-emulated
-BOOT_TIMEOUT = 600
+BOOT_TIMEOUT = 300
 
 
 @pytest.fixture(scope="session", autouse=True)

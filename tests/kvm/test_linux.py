@@ -36,7 +36,7 @@ def test_boots_with_1_cpu_with_the_hosts_time_and_its_devices(console_session) -
     guest.send(
         "echo rtc=$(cat /sys/class/rtc/rtc0/name) uarts=$(grep -c PL011 /proc/tty/driver/ttyAMA)"
     )
-    match = guest.expect(rb"rtc=(\S+) uarts=(\d+)")
+    match = guest.expect(rb"rtc=([^\r\n]*) uarts=(\d+)")
     assert b"pl031" in match.group(1) and int(match.group(2)) == 1
     guest.send("exit")  # the console shell's end is the guest's end
     assert guest.wait() == 0

@@ -38,3 +38,14 @@ def test_more_cpus_than_kvm_allows(elvisor_run) -> None:
     result = elvisor_run("--cpus", "100000")
     assert result.returncode == 2
     assert b"this host's KVM allows at most" in result.stderr
+
+
+def test_reset_reboots_the_guest(guest, console_session) -> None:
+    session = console_session("--binary", str(guest("reset.elf")))
+    session.expect(rb"booted\nbooted\nbooted\n")  # reset, rebuilt, booted again, ...
+
+
+def test_reset_with_no_reboot_ends_with_status_0(guest, elvisor_run) -> None:
+    result = elvisor_run("--binary", str(guest("reset.elf")), "--no-reboot")
+    assert result.returncode == 0
+    assert result.stdout == b"booted\n"
