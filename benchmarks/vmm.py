@@ -107,10 +107,8 @@ class Console:
         assert self.proc.stdout and self.proc.stderr
         deadline = self.started + TIMEOUT
         while marker not in self.output:
-            if (
-                time.monotonic() > deadline
-                or (self.proc.poll() is not None
-                and not select.select([self.proc.stdout], [], [], 0)[0])
+            if time.monotonic() > deadline or (
+                self.proc.poll() is not None and not select.select([self.proc.stdout], [], [], 0)[0]
             ):
                 raise RuntimeError(
                     f"{marker!r} never came: {self.output[-500:]!r} {self.errors[-500:]!r}"
@@ -210,10 +208,8 @@ def inside(args: argparse.Namespace) -> None:
     for key in ["start-up (s)", "boot to init (s)", "MMIO exit (us)", "VMM memory (MiB)"]:
         ours, theirs = medians["elvisor"][key], medians["QEMU"][key]
         print(f"{key:<20}{ours:>12.3f}{theirs:>12.3f}{ours / theirs:>9.2f}x")
-    if "first KVM_RUN (s)" in medians["elvisor"]:
-        print(
-            f"elvisor: process start -> first KVM_RUN {medians['elvisor']['first KVM_RUN (s)']:.3f} s"
-        )
+    if (first := medians["elvisor"].get("first KVM_RUN (s)")) is not None:
+        print(f"elvisor: process start -> first KVM_RUN {first:.3f} s")
 
 
 def main() -> int:

@@ -4,6 +4,7 @@ import gzip
 import shutil
 import struct
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -84,7 +85,7 @@ def test_elf_from_the_cross_assembler(memory, tmp_path, cross_tool) -> None:
 
 
 def test_elf_for_another_machine(memory) -> None:
-    host_elf = open(shutil.which("true") or "/bin/true", "rb").read()
+    host_elf = Path(shutil.which("true") or "/bin/true").read_bytes()
     with pytest.raises(UserError, match="not AArch64"):
         boot.load_elf(memory, host_elf, "true")
 

@@ -1,6 +1,7 @@
 """Guest memory: every access is checked over its whole span."""
 
 import mmap
+from pathlib import Path
 
 import pytest
 
@@ -89,7 +90,7 @@ def test_memory_is_touched_lazily() -> None:
     m.write(BASE + (512 << 20), b"x")
 
     def rss_kib() -> int:
-        for line in open("/proc/self/status"):
+        for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise AssertionError("no VmRSS")
