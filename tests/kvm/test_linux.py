@@ -15,7 +15,7 @@ def boot_and_check_cpus(console_session, cpus: int):
     guest.expect(rb"elvisor-guest: init reached")
     guest.expect(PROMPT)
     guest.send("echo cpus=$(nproc) online=$(cat /sys/devices/system/cpu/online)")
-    match = guest.expect(rb"cpus=(\d+) online=(\S+)")
+    match = guest.expect(rb"cpus=(\d+) online=(\S+)\r?\n")  # whole lines: output comes in pieces
     assert int(match.group(1)) == cpus
     assert match.group(2) == (b"0" if cpus == 1 else f"0-{cpus - 1}".encode())
     return guest
@@ -31,12 +31,12 @@ def test_boots_to_a_shell_with_2_cpus(console_session) -> None:
 def test_boots_with_1_cpu_with_the_hosts_time_and_its_devices(console_session) -> None:
     guest = boot_and_check_cpus(console_session, 1)
     guest.send("echo now=$(date +%s)")
-    guest_now = int(guest.expect(rb"now=(\d+)").group(1))
+    guest_now = int(guest.expect(rb"now=(\d+)\r?\n").group(1))
     assert abs(guest_now - time.time()) < 60
     guest.send(
         "echo rtc=$(cat /sys/class/rtc/rtc0/name) uarts=$(grep -c PL011 /proc/tty/driver/ttyAMA)"
     )
-    match = guest.expect(rb"rtc=([^\r\n]*) uarts=(\d+)")
+    match = guest.expect(rb"rtc=([^\r\n]*) uarts=(\d+)\r?\n")
     assert b"pl031" in match.group(1) and int(match.group(2)) == 1
     guest.send("exit")  # the console shell's end is the guest's end
     assert guest.wait() == 0
