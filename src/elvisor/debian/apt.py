@@ -247,6 +247,14 @@ class AptWorkspace:
         fields = self.show(name)
         return Package(fields["Package"], fields["Version"], fields["Architecture"])
 
+    def kernel(self, metapackage: str) -> Package:
+        """The kernel package a metapackage (linux-image-arm64, ...) currently depends on."""
+        depends = self.show(metapackage).get("Depends", "")
+        name = depends.split(",")[0].split()[0] if depends else ""
+        if not name.startswith("linux-image-"):
+            raise UserError(f"Debian {self.suite}'s {metapackage} names no arm64 kernel")
+        return self.candidate(name)
+
     def resolve(self, names: list[str]) -> list[Package]:
         """The packages (with their dependencies) that installing `names` would take."""
         out = self._apt("apt-get", "install", "--simulate", "-q", *names)

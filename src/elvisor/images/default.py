@@ -11,12 +11,11 @@ import hashlib
 import json
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from elvisor.cache import cache_dir, locked
+from elvisor.cache import cache_dir, current, publish
 from elvisor.debian import cpio
 from elvisor.debian.apt import debian_workspace, extract
 from elvisor.debian.kmod import ModuleTree
@@ -66,14 +65,11 @@ def _recipe() -> str:
 
 def find_default_guest() -> GuestImage | None:
     """The default guest as last built with this recipe, without asking apt anything."""
-    try:
-        directory = _guests_dir() / (_guests_dir() / "current").read_text().strip()
-        manifest = json.loads((directory / "manifest.json").read_text())
-        if manifest["recipe"] != _recipe():
-            return None
-        return GuestImage(directory, manifest["kernel_release"])
-    except (OSError, ValueError, KeyError):
+    directory = current(_guests_dir(), _recipe())
+    if directory is None:
         return None
+    manifest = json.loads((directory / "manifest.json").read_text())
+    return GuestImage(directory, manifest["kernel_release"])
 
 
 def default_guest() -> GuestImage:
@@ -91,29 +87,19 @@ def default_guest() -> GuestImage:
 
 def build_default_guest(mirror: str | None = None) -> GuestImage:
     apt = debian_workspace(cache_dir() / "apt" / SUITE, SUITE, mirror)
-    kernel_name = apt.show(KERNEL).get("Depends", "").split(",")[0].split()[0]
-    kernel = apt.candidate(kernel_name)
+    kernel = apt.kernel(KERNEL)
     userland = apt.resolve(USERLAND)
     key = hashlib.sha256(
         json.dumps([str(kernel), [str(p) for p in userland], _recipe()]).encode()
     ).hexdigest()[:16]
-    guests = _guests_dir()
-    with locked(guests / ".lock"):
-        if not (guests / key / "manifest.json").exists():
-            print("elvisor: building the default guest (once)", file=sys.stderr)
-            debs = cache_dir() / "debs" / SUITE
-            (kernel_deb,) = apt.download([kernel], debs)
-            userland_debs = apt.download(userland, debs)
-            with tempfile.TemporaryDirectory(prefix=".build-", dir=guests) as tmp:
-                out = Path(tmp) / "out"
-                out.mkdir()
-                _assemble(Path(tmp), out, kernel_deb, userland_debs)
-                shutil.rmtree(guests / key, ignore_errors=True)
-                out.rename(guests / key)
-        (guests / "current").write_text(key)
-        for old in guests.iterdir():
-            if old.is_dir() and old.name != key and not old.name.startswith(".build-"):
-                shutil.rmtree(old, ignore_errors=True)
+
+    def build(scratch: Path, out: Path) -> None:
+        print("elvisor: building the default guest (once)", file=sys.stderr)
+        debs = cache_dir() / "debs" / SUITE
+        (kernel_deb,) = apt.download([kernel], debs)
+        _assemble(scratch, out, kernel_deb, apt.download(userland, debs))
+
+    publish(_guests_dir(), key, build)
     found = find_default_guest()
     assert found is not None
     return found

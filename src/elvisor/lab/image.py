@@ -13,13 +13,12 @@ import os
 import shutil
 import stat
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from elvisor.cache import cache_dir, locked
+from elvisor.cache import cache_dir, current, publish
 from elvisor.debian import cpio
 from elvisor.debian.apt import Package, debian_workspace, extract
 from elvisor.debian.kmod import ModuleTree
@@ -93,14 +92,8 @@ def _labs_dir(suite: str, flavour: str) -> Path:
 
 def find_image(suite: str, flavour: str) -> LabImage | None:
     """The most recently built lab of this suite and flavour, if this recipe built it."""
-    labs = _labs_dir(suite, flavour)
-    try:
-        directory = labs / (labs / "current").read_text().strip()
-        if json.loads((directory / "manifest.json").read_text())["recipe"] != _recipe_hash():
-            return None
-        return LabImage.load(directory)
-    except (OSError, ValueError, KeyError):
-        return None
+    directory = current(_labs_dir(suite, flavour), _recipe_hash())
+    return LabImage.load(directory) if directory else None
 
 
 def _recipe_hash() -> str:
@@ -122,40 +115,23 @@ def build_image(
     apt = debian_workspace(cache_dir() / "apt" / suite, suite, mirror)
     if refresh:
         apt.update(force=True)
-    meta = apt.show(kernel_metapackage(flavour))
-    kernel_name = meta.get("Depends", "").split(",")[0].split()[0] if meta.get("Depends") else ""
-    if not kernel_name.startswith("linux-image-"):
-        raise UserError(f"Debian {suite} has no arm64 kernel of flavour {flavour}")
-    kernel = apt.candidate(kernel_name)
+    kernel = apt.kernel(kernel_metapackage(flavour))
     userland = apt.resolve(USERLAND)
     key_source = json.dumps(
         [suite, flavour, str(kernel), [str(p) for p in userland], _recipe_hash()]
     )
     key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
 
-    labs = _labs_dir(suite, flavour)
-    with locked(labs / ".lock"):
-        if (labs / key / "manifest.json").exists():
-            (labs / "current").write_text(key)
-            return LabImage.load(labs / key)
+    def build(scratch: Path, out: Path) -> None:
         debs = cache_dir() / "debs" / suite
         (kernel_deb,) = apt.download([kernel], debs)
-        userland_debs = apt.download(userland, debs)
-        with tempfile.TemporaryDirectory(prefix=".build-", dir=labs) as tmp:
-            staging = Path(tmp) / "out"
-            staging.mkdir()
-            _assemble(Path(tmp), staging, suite, flavour, kernel_deb, userland_debs, userland)
-            final = labs / key
-            shutil.rmtree(final, ignore_errors=True)
-            staging.rename(final)
-        (labs / "current").write_text(key)
-        for old in labs.iterdir():  # earlier builds of this suite and flavour
-            if old.is_dir() and old.name != key and not old.name.startswith(".build-"):
-                shutil.rmtree(old, ignore_errors=True)
-    image = LabImage.load(labs / key)
+        _assemble(scratch, out, suite, flavour, kernel_deb, apt.download(userland, debs), userland)
+
+    labs = _labs_dir(suite, flavour)
+    image = LabImage.load(publish(labs, key, build))
     size = image.initrd.stat().st_size / 2**20
     print(
-        f"lab: built {suite} {flavour} (kernel {image.kernel_release}, Python {image.python}, "
+        f"lab: {suite} {flavour} ready (kernel {image.kernel_release}, Python {image.python}, "
         f"initramfs {size:.1f} MiB) in {time.monotonic() - started:.1f} s",
         file=sys.stderr,
     )
