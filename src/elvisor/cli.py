@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the guest's device tree to FILE and exit",
     )
     run.add_argument("--no-reboot", action="store_true", help="exit when the guest resets")
+    run.add_argument("--pmu", action="store_true", help="give the guest a PMU v3 (perf events)")
     run.add_argument("-v", "--verbose", action="store_true", help="timings and device logs")
 
     doctor = commands.add_parser("doctor", help="can this host run elvisor guests?")
@@ -172,6 +173,7 @@ def _cmd_run(args: argparse.Namespace, started: float) -> int:
         binary=args.binary,
         load_addr=args.load_addr,
         reboot=not args.no_reboot,
+        pmu=args.pmu,
     )
     if args.dump_dtb:
         with Vm(config) as vm:

@@ -53,6 +53,7 @@ class VmConfig:
     binary: Path | None = None  # a bare-metal program: raw (with load_addr) or ELF
     load_addr: int | None = None
     reboot: bool = True  # PSCI SYSTEM_RESET reboots the guest (else the VM ends)
+    pmu: bool = False  # a PMU v3 for the guest (the host's perf events back it)
 
     def __post_init__(self) -> None:
         if (self.kernel is None) == (self.binary is None):

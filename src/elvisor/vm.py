@@ -197,7 +197,7 @@ class Vm:
         features = 1 << VcpuFeature.KVM_ARM_VCPU_PSCI_0_2
         if index > 0:  # secondaries wait for PSCI CPU_ON
             features |= 1 << VcpuFeature.KVM_ARM_VCPU_POWER_OFF
-        if self.kvm.check_extension(Cap.KVM_CAP_ARM_PMU_V3):
+        if self._pmu_wanted():
             features |= 1 << VcpuFeature.KVM_ARM_VCPU_PMU_V3
         if self.kvm.check_extension(Cap.KVM_CAP_ARM_PTRAUTH_ADDRESS) and self.kvm.check_extension(
             Cap.KVM_CAP_ARM_PTRAUTH_GENERIC
@@ -213,9 +213,16 @@ class Vm:
             raise
         return vcpu
 
-    def _init_pmu(self) -> bool:
-        """The PMU's overflow interrupt, once the vGIC is initialised (where offered)."""
+    def _pmu_wanted(self) -> bool:
+        if not self.config.pmu:
+            return False
         if not self.kvm.check_extension(Cap.KVM_CAP_ARM_PMU_V3):
+            raise UserError("this host's KVM offers no PMU to guests: drop --pmu")
+        return True
+
+    def _init_pmu(self) -> bool:
+        """The PMU's overflow interrupt, once the vGIC is initialised (with --pmu)."""
+        if not self._pmu_wanted():
             return False
         irq = ctypes.c_int(layout.PPI_BASE + layout.PMU_PPI)
         for vcpu in self.vcpus:

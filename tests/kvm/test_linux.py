@@ -72,3 +72,12 @@ def test_device_tree_passes_dtc_without_warnings(elvisor_run, tmp_path) -> None:
     assert out.stderr == ""
     assert re.search(r"cpu@1 \{", out.stdout)
     assert re.search(r'compatible = "arm,pl011(\\0|", ")arm,primecell"', out.stdout)
+
+
+def test_pmu_for_the_guest(console_session) -> None:
+    guest = console_session("--pmu")
+    guest.expect(PROMPT)
+    guest.send("echo pmus=$(ls /sys/bus/event_source/devices | grep -c armv8)")
+    assert int(guest.expect(rb"pmus=(\d+)\r?\n").group(1)) >= 1
+    guest.send("poweroff")
+    assert guest.wait() == 0

@@ -186,7 +186,9 @@ def boot(
     append = [
         "console=ttyAMA0",
         "quiet",
-        "panic=-1",
+        "panic=-1",  # with QEMU's -no-reboot: a lab whose kernel fails ends at once
+        "oops=panic",
+        "hardlockup_panic=1",
         f"elvisor_nonce={nonce}",
         f"elvisor_run={base64.b64encode(script.encode()).decode()}",
     ]
