@@ -44,6 +44,7 @@ from elvisor.kvm.uapi import (
     KVM_ARM_VM_SMCCC_CTRL,
     KVM_ARM_VM_SMCCC_FILTER,
     KVM_HYPERCALL_EXIT_SMC,
+    KVM_RUN_MMIO_DATA_OFFSET,
     KVM_SMCCC_FILTER_FWD_TO_USER,
     KVM_VM_TYPE_ARM_IPA_SIZE,
     Ioctl,
@@ -58,7 +59,6 @@ log = logging.getLogger(__name__)
 KICK_SIGNAL = signal.SIGUSR1
 DEFAULT_IPA_BITS = 40
 SMCCC_RET_NOT_SUPPORTED = 0xFFFF_FFFF_FFFF_FFFF  # -1
-MMIO_DATA_OFFSET = 40  # offsetof(struct kvm_run, mmio.data): checked in tests/unit
 REQUIRED_CAPS = {
     Cap.KVM_CAP_USER_MEMORY: "guest memory",
     Cap.KVM_CAP_ONE_REG: "vCPU registers",
@@ -451,7 +451,7 @@ class Vm:
         run = vcpu.kvm_run
         assert run is not None
         mmio = run.exit.mmio
-        data = memoryview(vcpu._mmap)[MMIO_DATA_OFFSET : MMIO_DATA_OFFSET + 8]
+        data = vcpu.kvm_run_view(KVM_RUN_MMIO_DATA_OFFSET, 8)
         bus_read, bus_write = self.bus.read, self.bus.write
         fd, request, ioctl = vcpu.fd, int(Ioctl.KVM_RUN), fcntl.ioctl
         exit_mmio, exit_event = ExitReason.KVM_EXIT_MMIO, ExitReason.KVM_EXIT_SYSTEM_EVENT

@@ -155,6 +155,10 @@ class kvm_run(ctypes.Structure):
     ]
 
 
+# where the data of an MMIO exit sits in the kvm_run page
+KVM_RUN_MMIO_DATA_OFFSET = kvm_run.exit.offset + _kvm_run_mmio.data.offset
+
+
 # --- constants -------------------------------------------------------------------------------
 
 
