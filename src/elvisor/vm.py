@@ -152,13 +152,19 @@ class Vm:
         entry, self.dtb = self._load()
         self._set_boot_registers(self.vcpus[0], entry, self.dtb)
 
-    @staticmethod
-    def _check_host(kvm: Kvm) -> None:
+    def _check_host(self, kvm: Kvm) -> None:
         if (api := kvm.get_api_version()) != KVM_API_VERSION:
             raise UserError(f"/dev/kvm speaks KVM API {api}, elvisor needs {KVM_API_VERSION}")
         for cap, what in REQUIRED_CAPS.items():
             if not kvm.check_extension(cap):
                 raise UserError(f"this host's KVM lacks {what} ({cap.name}): see elvisor doctor")
+        max_vcpus = kvm.check_extension(Cap.KVM_CAP_MAX_VCPUS) or kvm.check_extension(
+            Cap.KVM_CAP_NR_VCPUS
+        )
+        if self.config.cpus > max_vcpus:
+            raise UserError(
+                f"--cpus {self.config.cpus}: this host's KVM allows at most {max_vcpus} vCPUs"
+            )
 
     def _vm_type(self, ram_end: int) -> int:
         limit = self.kvm.check_extension(Cap.KVM_CAP_ARM_VM_IPA_SIZE) or DEFAULT_IPA_BITS
@@ -167,13 +173,6 @@ class Vm:
             raise UserError(
                 f"--memory {self.config.memory >> 20}M needs {need}-bit guest physical "
                 f"addresses; this host's KVM offers {limit} bits"
-            )
-        max_vcpus = self.kvm.check_extension(Cap.KVM_CAP_MAX_VCPUS) or self.kvm.check_extension(
-            Cap.KVM_CAP_NR_VCPUS
-        )
-        if self.config.cpus > max_vcpus:
-            raise UserError(
-                f"--cpus {self.config.cpus}: this host's KVM allows at most {max_vcpus} vCPUs"
             )
         return 0 if need == DEFAULT_IPA_BITS else KVM_VM_TYPE_ARM_IPA_SIZE(need)
 

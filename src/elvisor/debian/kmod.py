@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import shutil
 import struct
 from pathlib import Path
 
+from elvisor.debian.apt import extract
 from elvisor.errors import UserError
 
 SUFFIXES = (".ko", ".ko.xz", ".ko.gz")
@@ -97,3 +99,23 @@ class ModuleTree:
         for name in wanted:
             visit(name)
         return order
+
+
+def unpack_kernel(
+    kernel_deb: Path, scratch: Path, image: Path, wanted: list[str]
+) -> tuple[str, list[tuple[str, bytes]]]:
+    """Unpack a Debian linux-image package: its kernel copied to `image`; returns the
+    release and the wanted modules (with dependencies) in load order."""
+    root = scratch / "kernel"
+    extract(kernel_deb, root)
+    module_dirs = [
+        p
+        for base in ("usr/lib/modules", "lib/modules")
+        if (root / base).is_dir()
+        for p in (root / base).iterdir()
+    ]
+    if len(module_dirs) != 1:
+        raise UserError(f"{kernel_deb.name} does not hold exactly one kernel's modules")
+    release = module_dirs[0].name
+    shutil.copyfile(root / "boot" / f"vmlinuz-{release}", image)
+    return release, ModuleTree(module_dirs[0]).load_order(wanted)

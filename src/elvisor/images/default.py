@@ -18,7 +18,7 @@ from pathlib import Path
 from elvisor.cache import cache_dir, current, publish
 from elvisor.debian import cpio
 from elvisor.debian.apt import debian_workspace, extract
-from elvisor.debian.kmod import ModuleTree
+from elvisor.debian.kmod import unpack_kernel
 from elvisor.errors import UserError
 
 SUITE = "trixie"
@@ -106,17 +106,7 @@ def build_default_guest(mirror: str | None = None) -> GuestImage:
 
 
 def _assemble(tmp: Path, out: Path, kernel_deb: Path, userland_debs: list[Path]) -> None:
-    kernel_root = tmp / "kernel"
-    extract(kernel_deb, kernel_root)
-    (modules_dir,) = [
-        p
-        for base in ("usr/lib/modules", "lib/modules")
-        if (kernel_root / base).is_dir()
-        for p in (kernel_root / base).iterdir()
-    ]
-    release = modules_dir.name
-    shutil.copyfile(kernel_root / "boot" / f"vmlinuz-{release}", out / "Image")
-    modules = ModuleTree(modules_dir).load_order(MODULES)
+    release, modules = unpack_kernel(kernel_deb, tmp, out / "Image", MODULES)
 
     root = tmp / "root"
     for deb in userland_debs:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import stat
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 from elvisor.cache import cache_dir, current, publish
 from elvisor.debian import cpio
 from elvisor.debian.apt import Package, debian_workspace, extract
-from elvisor.debian.kmod import ModuleTree
+from elvisor.debian.kmod import unpack_kernel
 from elvisor.errors import UserError
 
 SUITES = ("trixie", "bookworm")
@@ -148,19 +147,7 @@ def _assemble(
     userland: list[Package],
 ) -> None:
     print(f"lab: unpacking {len(userland_debs) + 1} packages", file=sys.stderr)
-    kernel_root = tmp / "kernel"
-    extract(kernel_deb, kernel_root)
-    module_dirs = [
-        p
-        for base in ("usr/lib/modules", "lib/modules")
-        if (kernel_root / base).is_dir()
-        for p in (kernel_root / base).iterdir()
-    ]
-    if len(module_dirs) != 1:
-        raise UserError(f"{kernel_deb.name} does not hold exactly one kernel's modules")
-    release = module_dirs[0].name
-    shutil.copyfile(kernel_root / "boot" / f"vmlinuz-{release}", out / "vmlinuz")
-    modules = ModuleTree(module_dirs[0]).load_order(MODULES)
+    release, modules = unpack_kernel(kernel_deb, tmp, out / "vmlinuz", MODULES)
 
     root = tmp / "root"
     for deb in userland_debs:
