@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from elvisor import __version__
-from elvisor.config import DEFAULT_CMDLINE
+from elvisor.config import CONSOLES, DEFAULT_CMDLINE
 from elvisor.errors import UserError
 from elvisor.units import parse_size
 
@@ -88,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-reboot", action="store_true", help="exit when the guest resets")
     run.add_argument("--pmu", action="store_true", help="give the guest a PMU v3 (perf events)")
+    run.add_argument(
+        "--disk",
+        action="append",
+        default=[],
+        metavar="PATH[,ro]",
+        help="a raw disk image as a virtio-blk disk (again for more: vda, vdb, ...)",
+    )
+    run.add_argument(
+        "--console",
+        choices=CONSOLES,
+        default="serial",
+        help="the guest's console: serial (PL011, ttyAMA0) or virtio (hvc0)",
+    )
+    run.add_argument("--no-rng", action="store_true", help="no virtio entropy device")
     run.add_argument("-v", "--verbose", action="store_true", help="timings and device logs")
 
     doctor = commands.add_parser("doctor", help="can this host run elvisor guests?")
@@ -153,20 +167,22 @@ def _address(text: str) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, started: float) -> int:
-    from elvisor.config import VmConfig
+    from elvisor.config import DiskConfig, VmConfig
     from elvisor.vm import Outcome, Vm, run_vm
 
-    kernel, initrd, cmdline = args.kernel, args.initrd, args.cmdline
+    kernel, initrd, cmdline = args.kernel, args.initrd, DEFAULT_CMDLINE
     if kernel is None and args.binary is None:
         from elvisor.images import default_guest
 
         guest = default_guest()
         kernel, initrd = guest.kernel, initrd or guest.initrd
-        cmdline = cmdline or guest.cmdline
+        cmdline = guest.cmdline
+    if args.console == "virtio":
+        cmdline = cmdline.replace("console=ttyAMA0", "console=hvc0")
     config = VmConfig(
         kernel=kernel,
         initrd=initrd,
-        cmdline=cmdline or DEFAULT_CMDLINE,
+        cmdline=args.cmdline if args.cmdline is not None else cmdline,
         memory=parse_size(args.memory, default_unit="M"),
         cpus=args.cpus,
         gic=args.gic,
@@ -174,6 +190,9 @@ def _cmd_run(args: argparse.Namespace, started: float) -> int:
         load_addr=args.load_addr,
         reboot=not args.no_reboot,
         pmu=args.pmu,
+        console=args.console,
+        disks=tuple(DiskConfig.parse(d) for d in args.disk),
+        rng=not args.no_rng,
     )
     if args.dump_dtb:
         with Vm(config) as vm:

@@ -41,6 +41,39 @@ def _head(path: Path, size: int = 64) -> bytes:
 
 
 @dataclass(frozen=True)
+class DiskConfig:
+    """A raw disk image file for a virtio-blk device."""
+
+    path: Path
+    readonly: bool = False
+
+    def __post_init__(self) -> None:
+        path = self.path
+        if not path.exists():
+            raise UserError(f"disk {path} does not exist: create it (truncate -s 1G {path})")
+        if not (path.is_file() or path.is_block_device()):
+            raise UserError(f"disk {path} is neither a file nor a block device")
+        mode = os.R_OK if self.readonly else os.R_OK | os.W_OK
+        if not os.access(path, mode):
+            hint = "" if self.readonly else " (or add ,ro)"
+            raise UserError(f"disk {path} is not {'readable' if self.readonly else 'writable'}: "
+                            f"check its permissions{hint}")  # fmt: skip
+
+    @classmethod
+    def parse(cls, text: str) -> DiskConfig:
+        """`PATH[,ro]`, as --disk takes it."""
+        path, _, options = text.partition(",")
+        if not path:
+            raise UserError(f"--disk {text!r}: give a path, like --disk disk.img[,ro]")
+        if options not in ("", "ro", "rw"):
+            raise UserError(f"--disk {text!r}: unknown option {options!r} (ro is the only one)")
+        return cls(Path(path), readonly=options == "ro")
+
+
+CONSOLES = ("serial", "virtio")
+
+
+@dataclass(frozen=True)
 class VmConfig:
     """A VM: what it boots and what it has. Invalid values raise UserError on construction."""
 
@@ -54,6 +87,9 @@ class VmConfig:
     load_addr: int | None = None
     reboot: bool = True  # PSCI SYSTEM_RESET reboots the guest (else the VM ends)
     pmu: bool = False  # a PMU v3 for the guest (the host's perf events back it)
+    console: str = "serial"  # the guest's console: "serial" (PL011) or "virtio" (hvc0)
+    disks: tuple[DiskConfig, ...] = ()  # virtio-blk, in order: /dev/vda, /dev/vdb, ...
+    rng: bool = True  # a virtio entropy device
 
     def __post_init__(self) -> None:
         if (self.kernel is None) == (self.binary is None):
@@ -93,3 +129,9 @@ class VmConfig:
             raise UserError(f"--cpus must be at least 1, not {self.cpus}")
         if self.gic not in (None, 2, 3):
             raise UserError(f"--gic must be 2 or 3, not {self.gic}")
+        if self.console not in CONSOLES:
+            raise UserError(f"--console must be serial or virtio, not {self.console!r}")
+        paths = [d.path.resolve() for d in self.disks]
+        for path in paths:
+            if paths.count(path) > 1:
+                raise UserError(f"disk {path} is given twice")

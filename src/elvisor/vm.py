@@ -21,17 +21,25 @@ import selectors
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from types import FrameType
 
+from elvisor import fence
 from elvisor.arch.arm64 import boot, devicetree, gic, layout, regs
 from elvisor.config import VmConfig
 from elvisor.console import Console
 from elvisor.devices.bus import MmioBus, Placement
 from elvisor.devices.pl011 import Pl011
 from elvisor.devices.pl031 import Pl031
+from elvisor.devices.virtio.block import Block
+from elvisor.devices.virtio.console import VirtioConsole
+from elvisor.devices.virtio.device import VirtioDevice
+from elvisor.devices.virtio.mmio import Reg, VirtioMmio
+from elvisor.devices.virtio.rng import Rng
+from elvisor.devices.virtio.worker import Worker
 from elvisor.errors import UserError
 from elvisor.kvm import Cap, ExitReason, KvmError, SystemEvent, VcpuFeature
 from elvisor.kvm.fds import Kvm, Vcpu
@@ -44,6 +52,7 @@ from elvisor.kvm.uapi import (
     KVM_ARM_VM_SMCCC_CTRL,
     KVM_ARM_VM_SMCCC_FILTER,
     KVM_HYPERCALL_EXIT_SMC,
+    KVM_IOEVENTFD_FLAG_DATAMATCH,
     KVM_RUN_MMIO_DATA_OFFSET,
     KVM_SMCCC_FILTER_FWD_TO_USER,
     KVM_VM_TYPE_ARM_IPA_SIZE,
@@ -93,6 +102,13 @@ class Hypercall:
 
 
 HypercallHandler = Callable[[Hypercall], Sequence[int] | int | None]
+
+
+@dataclass(frozen=True)
+class VirtioSlot:
+    placement: Placement
+    transport: VirtioMmio
+    resample_fd: int | None  # the irqfd's resample eventfd, for the device's I/O thread
 
 
 class HypercallsUnsupported(UserError):
@@ -149,6 +165,9 @@ class Vm:
         self.rtc = Pl031(gic.SpiLine(self.vm_fd, layout.RTC_SPI))
         self._stack.callback(self.rtc.close)
         self.bus.add(rtc_placement, self.rtc)
+        self.virtio_console: VirtioConsole | None = None
+        self.virtio = [self._virtio_slot(slot, make) for slot, make in enumerate(self._virtio())]
+        self.console_input: Pl011 | VirtioConsole = self.virtio_console or self.uart
         entry, self.dtb = self._load()
         self._set_boot_registers(self.vcpus[0], entry, self.dtb)
 
@@ -228,6 +247,51 @@ class Vm:
             vcpu.set_device_attr(KVM_ARM_VCPU_PMU_V3_CTRL, KVM_ARM_VCPU_PMU_V3_IRQ, irq)
             vcpu.set_device_attr(KVM_ARM_VCPU_PMU_V3_CTRL, KVM_ARM_VCPU_PMU_V3_INIT)
         return True
+
+    def _virtio(self) -> list[Callable[[], VirtioDevice]]:
+        """The virtio devices, in slot order (a guest numbers its disks in this order)."""
+        c = self.config
+        makers: list[Callable[[], VirtioDevice]] = []
+        if c.console == "virtio":
+            makers.append(self._make_virtio_console)
+        if c.rng:
+            makers.append(Rng)
+        makers += [partial(Block, d.path, d.readonly) for d in c.disks]
+        if len(makers) > layout.VIRTIO_MMIO_SLOTS:
+            raise UserError(f"{len(makers)} virtio devices: at most {layout.VIRTIO_MMIO_SLOTS}")
+        if makers and fence.UNAVAILABLE:
+            raise UserError(f"virtio devices need a memory barrier: {fence.UNAVAILABLE}")
+        return makers
+
+    def _make_virtio_console(self) -> VirtioConsole:
+        self.virtio_console = VirtioConsole(self.console.write)
+        return self.virtio_console
+
+    def _virtio_slot(self, slot: int, make: Callable[[], VirtioDevice]) -> VirtioSlot:
+        """Place a virtio-mmio transport and its device: queue kicks through ioeventfds and
+        the interrupt through an irqfd in resample mode, where the host has them."""
+        base = layout.VIRTIO_MMIO_BASE + slot * layout.VIRTIO_MMIO_SIZE
+        placement = Placement("virtio_mmio", base, layout.VIRTIO_MMIO_SIZE,
+                              layout.VIRTIO_SPI_BASE + slot)  # fmt: skip
+        assert placement.spi is not None
+        line: gic.IrqfdLine | gic.SpiLine
+        if self.kvm.check_extension(Cap.KVM_CAP_IRQFD) and self.kvm.check_extension(
+            Cap.KVM_CAP_IRQFD_RESAMPLE
+        ):
+            line = gic.IrqfdLine(self.vm_fd, placement.spi)
+            self._stack.callback(line.close)
+        else:
+            line = gic.SpiLine(self.vm_fd, placement.spi)
+        device = make()
+        transport = VirtioMmio(device, self.memory, line)
+        self._stack.callback(transport.close)
+        if self.kvm.check_extension(Cap.KVM_CAP_IOEVENTFD):
+            for index, fd in enumerate(transport.notifiers):
+                self.vm_fd.ioeventfd(fd, base + Reg.VIRTIO_MMIO_QUEUE_NOTIFY, 4, index,
+                                     KVM_IOEVENTFD_FLAG_DATAMATCH)  # fmt: skip
+        self.bus.add(placement, transport)
+        resample_fd = line.resample_fd if isinstance(line, gic.IrqfdLine) else None
+        return VirtioSlot(placement, transport, resample_fd)
 
     def _load(self) -> tuple[int, int]:
         """Load what the guest boots, the initrd and the device tree; (entry, dtb address)."""
@@ -350,7 +414,10 @@ class Vm:
         saved[KICK_SIGNAL] = signal.signal(KICK_SIGNAL, lambda s, f: None)
         input_fd = self.console.input_fd
         try:
-            with raw_terminal(input_fd) if input_fd is not None else contextlib.nullcontext():
+            with (
+                raw_terminal(input_fd) if input_fd is not None else contextlib.nullcontext(),
+                self._io_threads(),
+            ):
                 self._start_vcpus()
                 try:
                     self._supervise(wake_r, input_fd)
@@ -391,7 +458,7 @@ class Vm:
         with selectors.PollSelector() as sel:  # poll, unlike epoll, takes files and /dev/null
             sel.register(wake_r, selectors.EVENT_READ)
             while self._result is None:
-                throttled = input_fd is not None and not self.uart.backlog_drained.is_set()
+                throttled = input_fd is not None and not self.console_input.backlog_drained.is_set()
                 watched = input_fd is not None and input_fd in sel.get_map()
                 if input_fd is not None and not throttled and not watched:
                     sel.register(input_fd, selectors.EVENT_READ)
@@ -409,9 +476,21 @@ class Vm:
                         continue
                     data = escape.feed(data)
                     if data:
-                        self.uart.receive(data)
+                        self.console_input.receive(data)
                     if escape.quit:
                         self._finish(RunResult(Outcome.QUIT, 0, "stopped (Ctrl-A x)"))
+
+    @contextlib.contextmanager
+    def _io_threads(self) -> Iterator[None]:
+        """The virtio devices' I/O threads, for as long as the vCPUs run."""
+        workers = [Worker(v.transport, v.resample_fd) for v in self.virtio]
+        try:
+            for worker in workers:
+                worker.start()
+            yield
+        finally:
+            for worker in workers:
+                worker.stop()
 
     def _start_vcpus(self) -> None:
         self._threads = [

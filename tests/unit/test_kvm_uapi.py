@@ -60,6 +60,15 @@ def expressions() -> list[tuple[str, str, int]]:
         ("KVM_API_VERSION", "KVM_API_VERSION", 12),
         ("KVM_CREATE_DEVICE_TEST", "KVM_CREATE_DEVICE_TEST", uapi.KVM_CREATE_DEVICE_TEST),
         ("KVM_ARM_VM_SMCCC_CTRL", "KVM_ARM_VM_SMCCC_CTRL", uapi.KVM_ARM_VM_SMCCC_CTRL),
+        *(
+            (name, name, getattr(uapi, name))
+            for name in (
+                "KVM_IRQFD_FLAG_DEASSIGN",
+                "KVM_IRQFD_FLAG_RESAMPLE",
+                "KVM_IOEVENTFD_FLAG_DATAMATCH",
+                "KVM_IOEVENTFD_FLAG_DEASSIGN",
+            )
+        ),
         ("KVM_ARM_VM_SMCCC_FILTER", "KVM_ARM_VM_SMCCC_FILTER", uapi.KVM_ARM_VM_SMCCC_FILTER),
         (
             "KVM_VM_TYPE_ARM_IPA_SIZE(48)",

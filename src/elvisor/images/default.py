@@ -28,7 +28,7 @@ MODULES = ["virtio_mmio", "virtio_blk", "virtio_net", "virtio_rng",
            "vmw_vsock_virtio_transport", "ext4"]  # fmt: skip
 CMDLINE = "console=ttyAMA0 quiet"
 INIT_FILES = {"rc": 0o755, "inittab": 0o644, "console-shell": 0o755}  # installed in /etc
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def _recipe() -> str:
         KERNEL,
         USERLAND,
         MODULES,
-        *(files.joinpath(name).read_text() for name in INIT_FILES),
+        *(files.joinpath(name).read_text() for name in ["init", *INIT_FILES]),
     ]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
@@ -135,7 +135,7 @@ def _assemble(tmp: Path, out: Path, kernel_deb: Path, userland_debs: list[Path])
             )
         ),
         cpio.Entry("bin/busybox", 0o100755, source=busybox),
-        cpio.symlink("init", "bin/busybox"),
+        cpio.file("init", files.joinpath("init").read_bytes(), 0o755),
         cpio.symlink("bin/sh", "busybox"),
         cpio.char_device("dev/console", 5, 1),
         *(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 from dataclasses import dataclass
 
 from elvisor.arch.arm64 import layout
@@ -16,6 +17,7 @@ from elvisor.kvm.uapi import (
     KVM_DEV_ARM_VGIC_GRP_ADDR,
     KVM_DEV_ARM_VGIC_GRP_CTRL,
     KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
+    KVM_IRQFD_FLAG_RESAMPLE,
     KVM_VGIC_V2_ADDR_TYPE_CPU,
     KVM_VGIC_V2_ADDR_TYPE_DIST,
     KVM_VGIC_V3_ADDR_TYPE_DIST,
@@ -97,3 +99,35 @@ class SpiLine:
 
     def set_level(self, level: bool) -> None:
         self._vm.irq_line(self._irq, int(level))
+
+
+class IrqfdLine:
+    """A level-sensitive SPI raised through an irqfd in resample mode, without an ioctl.
+
+    Writing `fd` raises the line; KVM lowers it when the guest ends the interrupt (EOI) and
+    then signals `resample_fd`, whose reader raises it again if the source is still asserted.
+    With the vGIC's default routing, GSI n is SPI n.
+    """
+
+    def __init__(self, vm: Vm, spi: int) -> None:
+        if not 0 <= spi < layout.NR_IRQS - layout.SPI_BASE:
+            raise ValueError(f"SPI {spi} is beyond the vGIC's {layout.NR_IRQS} interrupts")
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.resample_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        try:
+            vm.irqfd(self.fd, spi, KVM_IRQFD_FLAG_RESAMPLE, self.resample_fd)
+        except BaseException:
+            self.close()
+            raise
+
+    def set_level(self, level: bool) -> None:
+        if level:
+            os.eventfd_write(self.fd, 1)
+        # lowering is KVM's, at the guest's EOI
+
+    def close(self) -> None:
+        """Closing the eventfds takes the irqfd down too (KVM sees them hang up)."""
+        for fd in (self.fd, self.resample_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self.resample_fd = -1

@@ -1,0 +1,94 @@
+"""What every virtio device model is to its transport (kvmtool's ops table, as a class).
+
+A device says what it is (ID, queue sizes, features, configuration space) and serves its
+queues once the driver has set it up. It never knows its transport's registers, address or
+interrupt: it gets an `Activation` that lets it return buffers and raise notifications.
+
+Threads: every method but `config_*` and `close` is called on the device's I/O thread
+(`worker.py`); the transport's lock is held around each call, so a device needs no locking
+of its own unless another thread (the console's input) hands it data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from elvisor.devices.virtio.queue import Chain, SplitQueue
+from elvisor.devices.virtio.spec import DeviceId
+from elvisor.memory import GuestMemory
+
+
+@dataclass
+class Activation:
+    """What a device gets from its transport when the driver sets DRIVER_OK."""
+
+    memory: GuestMemory
+    queues: list[SplitQueue]  # those the driver made ready; others have ready == False
+    features: int  # negotiated
+    _used: Callable[[], None]  # raise the used-buffer notification
+    _config_changed: Callable[[], None]
+    _kick: Callable[[int], None]  # come back to queue `index` soon (as if the driver kicked)
+
+    def publish(self, queue: SplitQueue) -> None:
+        """Show the driver what `queue` returned; interrupt it if it asked for that."""
+        if queue.publish():
+            self._used()
+
+    def config_changed(self) -> None:
+        self._config_changed()
+
+    def serve(self, index: int, handle: Callable[[Chain], int]) -> None:
+        """Serve the chains waiting in queue `index`: `handle` does one and says how many
+        bytes it wrote. At most a queue's worth per call, so that a guest that keeps the
+        queue full cannot keep the I/O thread from its other work."""
+        queue = self.queues[index]
+        budget = queue.size
+        while True:
+            queue.disable_notifications()
+            while budget and (chain := queue.pop()):
+                queue.push(chain.head, handle(chain))
+                budget -= 1
+            self.publish(queue)
+            if not budget:
+                self._kick(index)
+                return
+            if not queue.enable_notifications():
+                return
+
+
+class VirtioDevice:
+    device_id: DeviceId
+    queue_sizes: tuple[int, ...]
+    features: int = 0  # device-specific feature bits offered (the transport adds its own)
+
+    def __init__(self) -> None:
+        self.active: Activation | None = None
+
+    # --- configuration space (any thread, under the transport's lock) ------------------------
+
+    def config_space(self) -> bytes:
+        return b""
+
+    def config_write(self, offset: int, data: bytes) -> None:
+        """The driver wrote to the configuration space (most devices ignore it)."""
+
+    # --- life cycle (the I/O thread, or a vCPU thread for the status writes) -----------------
+
+    def activate(self, activation: Activation) -> None:
+        """DRIVER_OK: start serving."""
+        self.active = activation
+
+    def reset(self) -> None:
+        """The driver reset the device: forget the queues, drop what is in flight."""
+        self.active = None
+
+    def queue_notified(self, index: int) -> None:
+        """The driver made buffers available in queue `index` (or something else to do)."""
+
+    def watched(self) -> list[tuple[int, Callable[[], None]]]:
+        """Host file descriptors the I/O thread waits on, each with what to do when readable."""
+        return []
+
+    def close(self) -> None:
+        """Release host resources (files, sockets) when the VM ends."""

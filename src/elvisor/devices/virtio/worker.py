@@ -1,0 +1,70 @@
+"""A virtio device's I/O thread: it waits on the queues' eventfds (signalled by KVM when the
+guest kicks a queue), the interrupt's resample eventfd and the device's own host file
+descriptors, and does the device's work, so that no vCPU thread waits on a disk or a network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import threading
+from collections.abc import Callable
+
+from elvisor.devices.virtio.mmio import VirtioMmio
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, transport: VirtioMmio, resample_fd: int | None = None) -> None:
+        self.transport = transport
+        self._stop = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._stop, selectors.EVENT_READ, None)
+        for index, fd in enumerate(transport.notifiers):
+            self._selector.register(fd, selectors.EVENT_READ, self._kicked(fd, index))
+        if resample_fd is not None:
+            self._selector.register(resample_fd, selectors.EVENT_READ, self._resampled(resample_fd))
+        for fd, callback in transport.device.watched():
+            self._selector.register(fd, selectors.EVENT_READ, self._readable(callback))
+        name = f"virtio-{transport.device.device_id.name.lower()}"
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _kicked(self, fd: int, index: int) -> Callable[[], None]:
+        def kicked() -> None:
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(fd)
+            self.transport.notified(index)
+
+        return kicked
+
+    def _resampled(self, fd: int) -> Callable[[], None]:
+        def resampled() -> None:
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(fd)
+            self.transport.interrupt.resampled()
+
+        return resampled
+
+    def _readable(self, callback: Callable[[], None]) -> Callable[[], None]:
+        return lambda: self.transport.readable(callback)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            for key, _ in self._selector.select():
+                if key.data is None:
+                    return
+                key.data()
+
+    def stop(self) -> None:
+        """Stop the thread (after the work in hand) and release the selector."""
+        os.eventfd_write(self._stop, 1)
+        if self._thread.is_alive():
+            self._thread.join()
+        self._selector.close()
+        os.close(self._stop)
