@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-rng", action="store_true", help="no virtio entropy device")
     run.add_argument("-v", "--verbose", action="store_true", help="timings and device logs")
 
+    rootfs = commands.add_parser(
+        "rootfs", help="an ext4 root filesystem of the default guest, for --disk and root="
+    )
+    rootfs.add_argument("path", type=Path, help="the image file to create")
+    rootfs.add_argument("--size", default="64M", help="its size (default: %(default)s)")
+
     doctor = commands.add_parser("doctor", help="can this host run elvisor guests?")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -211,6 +217,15 @@ def _cmd_run(args: argparse.Namespace, started: float) -> int:
     return result.exit_status
 
 
+def _cmd_rootfs(args: argparse.Namespace) -> int:
+    from elvisor.images import default_guest
+    from elvisor.images.rootfs import build_rootfs
+
+    build_rootfs(default_guest(), args.path, parse_size(args.size, default_unit="M"))
+    print(f"{args.path}: boot it with elvisor run --disk {args.path} --cmdline root=/dev/vda")
+    return 0
+
+
 def _cmd_kvm_info(args: argparse.Namespace) -> int:
     from elvisor.kvm import probe
 
@@ -251,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args, started)
         if args.command == "kvm":
             return _cmd_kvm_info(args)
+        if args.command == "rootfs":
+            return _cmd_rootfs(args)
         return _cmd_doctor(args)
     except UserError as e:
         print(f"elvisor: error: {e}", file=sys.stderr)

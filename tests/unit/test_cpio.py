@@ -64,3 +64,27 @@ def test_golden_bytes() -> None:
     trailer = "070701" + "".join(f"{v:08X}" for v in (0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 11, 0))
     expected = header.encode() + b"a\0" + b"hi\0\0" + trailer.encode() + b"TRAILER!!!\0" + b"\0\0\0"
     assert buf.getvalue() == expected
+
+
+def test_reader_reads_what_gnu_cpio_writes(tmp_path, gnu_cpio) -> None:
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/hello").write_bytes(b"hello\n")
+    (tree / "etc/link").symlink_to("hello")
+    (tree / "odd").write_bytes(b"abc")
+    listing = b"etc\netc/hello\netc/link\nodd\n"
+    archive = subprocess.run(
+        [gnu_cpio, "-o", "-H", "newc", "--quiet"], cwd=tree, input=listing,
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    entries = {e.path: e for e in cpio.read(io.BytesIO(archive))}
+    assert set(entries) == {"etc", "etc/hello", "etc/link", "odd"}
+    assert stat.S_ISDIR(entries["etc"].mode)
+    assert entries["etc/hello"].data == b"hello\n"
+    assert entries["etc/link"].target == "hello"
+    assert entries["odd"].data == b"abc"
+
+
+def test_reader_refuses_garbage() -> None:
+    with pytest.raises(ValueError, match="not a newc"):
+        list(cpio.read(io.BytesIO(b"garbage" * 20)))

@@ -1,4 +1,4 @@
-"""A writer for the cpio "newc" format, the format of Linux initramfs images.
+"""A writer (and reader) for the cpio "newc" format, the format of Linux initramfs images.
 
 Written here rather than with cpio(1) so that owners, device nodes and modes are exactly what
 the lab needs without root privileges on the building machine.
@@ -7,6 +7,7 @@ the lab needs without root privileges on the building machine.
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -86,3 +87,25 @@ def write(out: BinaryIO, entries: list[Entry]) -> int:
         _pad(out, size)
     _header(out, 0, Entry(TRAILER, 0), 0, 1)
     return out.tell() - start
+
+
+def read(source: BinaryIO) -> Iterator[Entry]:
+    """The members of a newc archive (regular files with their data), up to the trailer."""
+    while True:
+        header = source.read(110)
+        if len(header) < 110 or header[:6] != MAGIC:
+            raise ValueError("not a newc cpio archive (or a truncated one)")
+        fields = [int(header[6 + 8 * i : 14 + 8 * i], 16) for i in range(13)]
+        mode, mtime, size, name_size = fields[1], fields[5], fields[6], fields[11]
+        name = source.read(name_size)[:-1].decode()
+        source.read(-(110 + name_size) % 4)
+        content = source.read(size)
+        source.read(-size % 4)
+        if name == TRAILER:
+            return
+        if stat.S_ISLNK(mode):
+            yield Entry(name, mode, mtime, target=content.decode())
+        elif stat.S_ISREG(mode):
+            yield Entry(name, mode, mtime, data=content)
+        else:
+            yield Entry(name, mode, mtime, rdev=(fields[9], fields[10]))

@@ -24,8 +24,9 @@ from elvisor.errors import UserError
 SUITE = "trixie"
 KERNEL = "linux-image-arm64"
 USERLAND = ["busybox-static"]
+# (ext4 wants crc32c without saying so in its dependencies: a soft dependency)
 MODULES = ["virtio_mmio", "virtio_blk", "virtio_net", "virtio_rng",
-           "vmw_vsock_virtio_transport", "ext4"]  # fmt: skip
+           "vmw_vsock_virtio_transport", "crc32c_generic", "ext4"]  # fmt: skip
 CMDLINE = "console=ttyAMA0 quiet"
 INIT_FILES = {"rc": 0o755, "inittab": 0o644, "console-shell": 0o755}  # installed in /etc
 RECIPE_VERSION = 2

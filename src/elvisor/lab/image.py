@@ -27,7 +27,11 @@ SUITES = ("trixie", "bookworm")
 DEFAULT_SUITE = "trixie"
 FLAVOURS = ("arm64", "arm64-16k")
 
-USERLAND = ["busybox-static", "python3", "python3-pytest", "device-tree-compiler"]
+USERLAND = [
+    "busybox-static", "python3", "python3-pytest", "device-tree-compiler",
+    "e2fsprogs",  # mke2fs and debugfs: root filesystems for guests, and checking them
+    "passt",  # user-mode networking for guests
+]  # fmt: skip
 # virtio-pci (built into trixie's kernel) and 9p for the shared checkout; tun, vhost-net and
 # vhost-vsock for the VMM's network and vsock devices
 MODULES = ["virtio_pci", "9pnet_virtio", "9p", "tun", "vhost_net", "vhost_vsock"]

@@ -1,0 +1,131 @@
+"""virtio devices with the default guest: entropy, disks (ext4 root, read-only, survival of
+SIGKILL), the hvc0 console."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+PROMPT = rb"~ # "
+
+
+@pytest.fixture
+def rootfs(tmp_path):
+    """A fresh ext4 root filesystem of the default guest (`elvisor rootfs`)."""
+    path = tmp_path / "rootfs.ext4"
+    subprocess.run([sys.executable, "-m", "elvisor", "rootfs", str(path)], check=True,
+                   capture_output=True)  # fmt: skip
+    return path
+
+
+def debugfs(image, command: str) -> str:
+    """`command` run by debugfs on the image, after e2fsck has replayed its journal (as the
+    next mount would: debugfs itself reads only what is checkpointed)."""
+    fsck = shutil.which("e2fsck") or "/sbin/e2fsck"
+    done = subprocess.run([fsck, "-fy", str(image)], capture_output=True, text=True)
+    assert done.returncode in (0, 1), done.stdout + done.stderr  # 1: fixed (the journal)
+    tool = shutil.which("debugfs") or "/sbin/debugfs"
+    done = subprocess.run([tool, "-R", command, str(image)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def lines(result) -> list[bytes]:
+    return result.stdout.replace(b"\r\n", b"\n").split(b"\n")
+
+
+def test_hwrng_gives_bytes(elvisor_run) -> None:
+    script = (
+        b"echo rng=$(cat /sys/class/misc/hw_random/rng_current)\n"
+        b"echo bytes=$(head -c 64 /dev/hwrng | od -An -v -tx1 | wc -w)\n"
+        b"poweroff\n"
+    )
+    result = elvisor_run(stdin=script)
+    assert result.returncode == 0, result.stderr
+    assert b"rng=virtio_rng.0" in lines(result)
+    assert b"bytes=64" in lines(result)
+
+
+@pytest.mark.every_host
+def test_ext4_root_on_virtio_blk_keeps_a_file(elvisor_run, rootfs) -> None:
+    script = (
+        b"echo root=$(grep -v ^rootfs /proc/mounts | grep ' / ' | cut -d' ' -f1,3)\n"
+        b"echo written-in-the-guest > /hello.txt\n"
+        b"sync\n"
+        b"poweroff\n"
+    )
+    result = elvisor_run("--disk", str(rootfs), "--cmdline", "root=/dev/vda", stdin=script)
+    assert result.returncode == 0, result.stderr
+    assert b"root=/dev/vda ext4" in lines(result)
+    assert debugfs(rootfs, "cat /hello.txt") == "written-in-the-guest\n"
+
+
+def test_synced_file_survives_sigkill(console_session, rootfs) -> None:
+    guest = console_session("--disk", str(rootfs), "--cmdline", "root=/dev/vda")
+    guest.expect(PROMPT)
+    guest.send("seq 1 20000 > /numbers.txt && sync /numbers.txt && echo synced-$((1+1))")
+    guest.expect(rb"synced-2\r?\n")
+    guest.proc.kill()
+    guest.proc.wait()
+    expected = "".join(f"{n}\n" for n in range(1, 20001))
+    assert debugfs(rootfs, "cat /numbers.txt") == expected
+
+
+def test_readonly_disk_refuses_writes(elvisor_run, tmp_path) -> None:
+    disk = tmp_path / "data.img"
+    disk.write_bytes(os.urandom(1 << 20))
+    before = hashlib.sha256(disk.read_bytes()).hexdigest()
+    script = (
+        b"echo ro=$(cat /sys/block/vda/ro)\n"
+        b"blockdev --setrw /dev/vda\n"  # past the kernel's own check: the device must refuse
+        b"dd if=/dev/zero of=/dev/vda bs=4096 count=1 oflag=direct 2>/dev/null; echo dd=$?\n"
+        b"echo read=$(dd if=/dev/vda bs=4096 count=1 2>/dev/null | wc -c)\n"
+        b"poweroff\n"
+    )
+    result = elvisor_run("--disk", f"{disk},ro", stdin=script)
+    assert result.returncode == 0, result.stderr
+    out = lines(result)
+    assert b"ro=1" in out
+    assert b"dd=1" in out
+    assert b"read=4096" in out
+    assert hashlib.sha256(disk.read_bytes()).hexdigest() == before
+
+
+def test_disks_in_order_with_their_serials(elvisor_run, tmp_path) -> None:
+    first, second = tmp_path / "first.img", tmp_path / "second.img"
+    first.write_bytes(bytes(1 << 20))
+    second.write_bytes(bytes(2 << 20))
+    script = (
+        b"for d in vda vdb; do\n"
+        b"  echo $d=$(cat /sys/block/$d/serial),$(cat /sys/block/$d/size)\n"
+        b"done\n"
+        b"poweroff\n"
+    )
+    result = elvisor_run("--disk", str(first), "--disk", str(second), stdin=script)
+    assert result.returncode == 0, result.stderr
+    assert b"vda=first.img,2048" in lines(result)
+    assert b"vdb=second.img,4096" in lines(result)
+
+
+def test_disk_in_use_is_refused(console_session, elvisor_run, tmp_path) -> None:
+    disk = tmp_path / "shared.img"
+    disk.write_bytes(bytes(1 << 20))
+    guest = console_session("--disk", str(disk))
+    guest.expect(PROMPT)
+    second = elvisor_run("--disk", str(disk))
+    assert second.returncode == 2
+    assert b"in use by another program" in second.stderr
+    guest.send("poweroff")
+    assert guest.wait() == 0
+
+
+@pytest.mark.every_host
+def test_hvc0_console(elvisor_run) -> None:
+    script = b"echo tty=$(tty)\necho consoles=$(cut -d' ' -f1 /proc/consoles)\npoweroff\n"
+    result = elvisor_run("--console", "virtio", stdin=script)
+    assert result.returncode == 0, result.stderr
+    assert b"tty=/dev/hvc0" in lines(result)
+    assert b"consoles=hvc0" in lines(result)
