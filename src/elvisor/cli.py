@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="serial",
         help="the guest's console: serial (PL011, ttyAMA0) or virtio (hvc0)",
     )
+    run.add_argument(
+        "--net",
+        action="append",
+        default=[],
+        metavar="user|tap=NAME[,mac=MAC]",
+        help="a virtio-net port: user-mode networking through passt (no root), or a TAP device",
+    )
     run.add_argument("--no-rng", action="store_true", help="no virtio entropy device")
     run.add_argument("-v", "--verbose", action="store_true", help="timings and device logs")
 
@@ -173,7 +180,7 @@ def _address(text: str) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, started: float) -> int:
-    from elvisor.config import DiskConfig, VmConfig
+    from elvisor.config import DiskConfig, NetConfig, VmConfig
     from elvisor.vm import Outcome, Vm, run_vm
 
     kernel, initrd, cmdline = args.kernel, args.initrd, DEFAULT_CMDLINE
@@ -199,6 +206,7 @@ def _cmd_run(args: argparse.Namespace, started: float) -> int:
         console=args.console,
         disks=tuple(DiskConfig.parse(d) for d in args.disk),
         rng=not args.no_rng,
+        nets=tuple(NetConfig.parse(n) for n in args.net),
     )
     if args.dump_dtb:
         with Vm(config) as vm:

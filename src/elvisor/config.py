@@ -70,6 +70,43 @@ class DiskConfig:
         return cls(Path(path), readonly=options == "ro")
 
 
+@dataclass(frozen=True)
+class NetConfig:
+    """A virtio-net port: on passt (user-mode networking, no privileges) or a TAP device."""
+
+    backend: str = "user"  # "user" (passt) or "tap"
+    tap: str | None = None  # the TAP device's name
+    mac: bytes | None = None  # None: a random locally administered address
+
+    @classmethod
+    def parse(cls, text: str) -> NetConfig:
+        """`user[,mac=MAC]` or `tap=NAME[,mac=MAC]`, as --net takes them."""
+        first, *options = text.split(",")
+        backend, _, tap = first.partition("=")
+        if backend not in ("user", "tap") or (backend == "tap") != bool(tap):
+            raise UserError(f"--net {text!r}: give user or tap=NAME, like --net tap=tap0")
+        mac = None
+        for option in options:
+            key, _, value = option.partition("=")
+            if key != "mac":
+                raise UserError(f"--net {text!r}: unknown option {key!r} (mac= is the one)")
+            mac = parse_mac(value)
+        return cls(backend, tap or None, mac)
+
+
+def parse_mac(text: str) -> bytes:
+    parts = text.split(":")
+    try:
+        mac = bytes(int(p, 16) for p in parts if len(p) == 2)
+    except ValueError:
+        mac = b""
+    if len(parts) != 6 or len(mac) != 6:
+        raise UserError(f"mac={text!r} is not a MAC address (like 52:54:00:12:34:56)")
+    if mac[0] & 1:
+        raise UserError(f"mac={text}: a multicast address cannot be a port's own")
+    return mac
+
+
 CONSOLES = ("serial", "virtio")
 
 
@@ -90,6 +127,7 @@ class VmConfig:
     console: str = "serial"  # the guest's console: "serial" (PL011) or "virtio" (hvc0)
     disks: tuple[DiskConfig, ...] = ()  # virtio-blk, in order: /dev/vda, /dev/vdb, ...
     rng: bool = True  # a virtio entropy device
+    nets: tuple[NetConfig, ...] = ()  # virtio-net ports, in order: eth0, eth1, ...
 
     def __post_init__(self) -> None:
         if (self.kernel is None) == (self.binary is None):

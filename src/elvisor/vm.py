@@ -29,15 +29,18 @@ from types import FrameType
 
 from elvisor import fence
 from elvisor.arch.arm64 import boot, devicetree, gic, layout, regs
-from elvisor.config import VmConfig
+from elvisor.config import NetConfig, VmConfig
 from elvisor.console import Console
 from elvisor.devices.bus import MmioBus, Placement
+from elvisor.devices.passt import Passt
 from elvisor.devices.pl011 import Pl011
 from elvisor.devices.pl031 import Pl031
+from elvisor.devices.tap import Tap
 from elvisor.devices.virtio.block import Block
 from elvisor.devices.virtio.console import VirtioConsole
 from elvisor.devices.virtio.device import VirtioDevice
 from elvisor.devices.virtio.mmio import Reg, VirtioMmio
+from elvisor.devices.virtio.net import Net
 from elvisor.devices.virtio.rng import Rng
 from elvisor.devices.virtio.worker import Worker
 from elvisor.errors import UserError
@@ -257,6 +260,7 @@ class Vm:
         if c.rng:
             makers.append(Rng)
         makers += [partial(Block, d.path, d.readonly) for d in c.disks]
+        makers += [partial(self._make_net, n) for n in c.nets]
         if len(makers) > layout.VIRTIO_MMIO_SLOTS:
             raise UserError(f"{len(makers)} virtio devices: at most {layout.VIRTIO_MMIO_SLOTS}")
         if makers and fence.UNAVAILABLE:
@@ -266,6 +270,16 @@ class Vm:
     def _make_virtio_console(self) -> VirtioConsole:
         self.virtio_console = VirtioConsole(self.console.write)
         return self.virtio_console
+
+    @staticmethod
+    def _make_net(net: NetConfig) -> Net:
+        mac = net.mac or bytes([0x52, 0x54, 0x00, *secrets.token_bytes(3)])
+        backend = Tap(net.tap) if net.backend == "tap" and net.tap else Passt()
+        try:
+            return Net(backend, mac)
+        except BaseException:
+            backend.close()
+            raise
 
     def _virtio_slot(self, slot: int, make: Callable[[], VirtioDevice]) -> VirtioSlot:
         """Place a virtio-mmio transport and its device: queue kicks through ioeventfds and

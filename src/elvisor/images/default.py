@@ -28,7 +28,8 @@ USERLAND = ["busybox-static"]
 MODULES = ["virtio_mmio", "virtio_blk", "virtio_net", "virtio_rng",
            "vmw_vsock_virtio_transport", "crc32c_generic", "ext4"]  # fmt: skip
 CMDLINE = "console=ttyAMA0 quiet"
-INIT_FILES = {"rc": 0o755, "inittab": 0o644, "console-shell": 0o755}  # installed in /etc
+# installed in /etc
+INIT_FILES = {"rc": 0o755, "inittab": 0o644, "console-shell": 0o755, "udhcpc.script": 0o755}
 RECIPE_VERSION = 2
 
 

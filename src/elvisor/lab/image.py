@@ -33,8 +33,8 @@ USERLAND = [
     "passt",  # user-mode networking for guests
 ]  # fmt: skip
 # virtio-pci (built into trixie's kernel) and 9p for the shared checkout; tun, vhost-net and
-# vhost-vsock for the VMM's network and vsock devices
-MODULES = ["virtio_pci", "9pnet_virtio", "9p", "tun", "vhost_net", "vhost_vsock"]
+# vhost-vsock for the VMM's network and vsock devices; dummy for the lab's own network port
+MODULES = ["virtio_pci", "9pnet_virtio", "9p", "tun", "vhost_net", "vhost_vsock", "dummy"]
 # left out of the initramfs: documentation and data nobody reads in the lab
 SKIPPED = (
     "usr/share/doc/",

@@ -7,6 +7,19 @@
 /bin/busybox --install -s
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
+# The initramfs ("rootfs") cannot be pivot_root'ed away from, which sandboxing programs
+# (passt) do: move to a tmpfs first, as a host booted from a disk would have a real root.
+if [ ! -e /.elvisor-lab-root ]; then
+    mkdir -p /newroot
+    mount -t tmpfs -o mode=0755 tmpfs /newroot
+    for entry in /* /.[!.]*; do
+        case "$entry" in /newroot|/proc|/sys|/dev|/.[!.]\*) ;; *) cp -a "$entry" /newroot/ ;; esac
+    done
+    mkdir -p /newroot/proc /newroot/sys /newroot/dev
+    touch /newroot/.elvisor-lab-root
+    exec switch_root /newroot /init
+fi
+
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -21,6 +34,15 @@ ip link set lo up
 while read -r module; do
     insmod "/usr/lib/modules/lab/$module.ko" || echo "lab: could not load module $module"
 done < /etc/elvisor-lab/modules
+
+# A network identity like a real host's, with nothing behind it: dummy0 (made by the dummy
+# module) with an address and a default route, for the user-mode networking of guests (passt
+# copies the host's addresses and routes). Ping sockets for every group: passt's ICMP.
+ip addr add 10.0.2.15/24 dev dummy0
+ip link set dummy0 up
+ip route add default via 10.0.2.2 dev dummy0
+echo "0 2147483647" > /proc/sys/net/ipv4/ping_group_range
+echo "nameserver 10.0.2.3" > /etc/resolv.conf
 
 run= nonce= interactive=
 for arg in $(cat /proc/cmdline); do

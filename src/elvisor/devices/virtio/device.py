@@ -64,6 +64,8 @@ class VirtioDevice:
 
     def __init__(self) -> None:
         self.active: Activation | None = None
+        # set by the I/O thread: watch(fd, False) pauses waiting on one of `watched()`
+        self.watch: Callable[[int, bool], None] = lambda fd, on: None
 
     # --- configuration space (any thread, under the transport's lock) ------------------------
 

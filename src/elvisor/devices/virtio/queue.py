@@ -155,6 +155,10 @@ class SplitQueue:
         self.next_avail = (self.next_avail + 1) & 0xFFFF
         return self._chain(head)
 
+    def undo_pop(self) -> None:
+        """Give back the chain just popped (the device had nothing for it after all)."""
+        self.next_avail = (self.next_avail - 1) & 0xFFFF
+
     def _chain(self, head: int) -> Chain:
         chain = Chain(head)
         table, count, limit = self._desc, self.size, self.size

@@ -27,8 +27,10 @@ class Worker:
             self._selector.register(fd, selectors.EVENT_READ, self._kicked(fd, index))
         if resample_fd is not None:
             self._selector.register(resample_fd, selectors.EVENT_READ, self._resampled(resample_fd))
-        for fd, callback in transport.device.watched():
-            self._selector.register(fd, selectors.EVENT_READ, self._readable(callback))
+        self._watched = {fd: self._readable(cb) for fd, cb in transport.device.watched()}
+        for fd, callback in self._watched.items():
+            self._selector.register(fd, selectors.EVENT_READ, callback)
+        transport.device.watch = self.watch
         name = f"virtio-{transport.device.device_id.name.lower()}"
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -50,6 +52,14 @@ class Worker:
 
     def _readable(self, callback: Callable[[], None]) -> Callable[[], None]:
         return lambda: self.transport.readable(callback)
+
+    def watch(self, fd: int, on: bool) -> None:
+        """Wait on one of the device's fds, or stop for a while (say while the guest has no
+        buffers for what it brings). Called on this thread, from the device's callbacks."""
+        if on and fd not in self._selector.get_map():
+            self._selector.register(fd, selectors.EVENT_READ, self._watched[fd])
+        elif not on and fd in self._selector.get_map():
+            self._selector.unregister(fd)
 
     def start(self) -> None:
         self._thread.start()
