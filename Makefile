@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: all setup host-packages demo test lint format clean guests
+.PHONY: all setup host-packages demo test fuzz lint format clean guests
 
 all: test
 
@@ -24,6 +24,11 @@ demo: setup
 
 test: setup guests
 	@tools/run-tests
+
+# The property-based tests of the virtio models, with over 100 000 hostile guests.
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest tests/unit/test_virtio_fuzz.py -q \
+		--hypothesis-show-statistics
 
 lint: setup
 	$(BIN)/ruff check src tests tools benchmarks

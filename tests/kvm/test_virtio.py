@@ -1,5 +1,5 @@
-"""virtio devices with the default guest: entropy, disks (ext4 root, read-only, survival of
-SIGKILL), the hvc0 console."""
+"""virtio devices with the default guest: disks (ext4 root, read-only, survival of SIGKILL),
+the hvc0 console, user-mode networking, entropy; and a guest that writes garbage to them."""
 
 import hashlib
 import os
@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from network import Server, ping
 
 PROMPT = rb"~ # "
 
@@ -37,29 +38,25 @@ def lines(result) -> list[bytes]:
     return result.stdout.replace(b"\r\n", b"\n").split(b"\n")
 
 
-def test_hwrng_gives_bytes(elvisor_run) -> None:
-    script = (
-        b"echo rng=$(cat /sys/class/misc/hw_random/rng_current)\n"
-        b"echo bytes=$(head -c 64 /dev/hwrng | od -An -v -tx1 | wc -w)\n"
-        b"poweroff\n"
-    )
-    result = elvisor_run(stdin=script)
-    assert result.returncode == 0, result.stderr
-    assert b"rng=virtio_rng.0" in lines(result)
-    assert b"bytes=64" in lines(result)
-
-
 @pytest.mark.every_host
-def test_ext4_root_on_virtio_blk_keeps_a_file(elvisor_run, rootfs) -> None:
-    script = (
-        b"echo root=$(grep -v ^rootfs /proc/mounts | grep ' / ' | cut -d' ' -f1,3)\n"
-        b"echo written-in-the-guest > /hello.txt\n"
-        b"sync\n"
-        b"poweroff\n"
+def test_ext4_root_hvc0_console_and_user_networking(console_session, rootfs) -> None:
+    """One boot, most of the devices: root on virtio-blk, console on virtio-console, DHCP,
+    ping and TCP both ways over passt to the lab host (its gateway address is the host)."""
+    server = Server("127.0.0.1")
+    guest = console_session(
+        "--disk", str(rootfs), "--cmdline", "root=/dev/vda console=hvc0", "--console", "virtio",
+        "--net", "user",
+    )  # fmt: skip
+    guest.expect(rb"elvisor-guest: eth0 has 10\.0\.2\.15/24")  # the lab's address, by DHCP
+    guest.expect(PROMPT)
+    guest.send(
+        "echo root=$(grep -v ^rootfs /proc/mounts | grep ' / ' | cut -d' ' -f1,3) tty=$(tty)"
     )
-    result = elvisor_run("--disk", str(rootfs), "--cmdline", "root=/dev/vda", stdin=script)
-    assert result.returncode == 0, result.stderr
-    assert b"root=/dev/vda ext4" in lines(result)
+    guest.expect(rb"root=/dev/vda ext4 tty=/dev/hvc0\r?\n")
+    ping(guest, "10.0.2.2")
+    server.check(guest, "10.0.2.2")
+    guest.send("echo written-in-the-guest > /hello.txt && sync && poweroff")
+    assert guest.wait() == 0
     assert debugfs(rootfs, "cat /hello.txt") == "written-in-the-guest\n"
 
 
@@ -94,11 +91,13 @@ def test_readonly_disk_refuses_writes(elvisor_run, tmp_path) -> None:
     assert hashlib.sha256(disk.read_bytes()).hexdigest() == before
 
 
-def test_disks_in_order_with_their_serials(elvisor_run, tmp_path) -> None:
+def test_disks_in_order_with_their_serials_and_hwrng(elvisor_run, tmp_path) -> None:
     first, second = tmp_path / "first.img", tmp_path / "second.img"
     first.write_bytes(bytes(1 << 20))
     second.write_bytes(bytes(2 << 20))
     script = (
+        b"echo rng=$(cat /sys/class/misc/hw_random/rng_current)\n"
+        b"echo bytes=$(head -c 64 /dev/hwrng | od -An -v -tx1 | wc -w)\n"
         b"for d in vda vdb; do\n"
         b"  echo $d=$(cat /sys/block/$d/serial),$(cat /sys/block/$d/size)\n"
         b"done\n"
@@ -108,6 +107,8 @@ def test_disks_in_order_with_their_serials(elvisor_run, tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert b"vda=first.img,2048" in lines(result)
     assert b"vdb=second.img,4096" in lines(result)
+    assert b"rng=virtio_rng.0" in lines(result)
+    assert b"bytes=64" in lines(result)
 
 
 def test_disk_in_use_is_refused(console_session, elvisor_run, tmp_path) -> None:
@@ -123,9 +124,14 @@ def test_disk_in_use_is_refused(console_session, elvisor_run, tmp_path) -> None:
 
 
 @pytest.mark.every_host
-def test_hvc0_console(elvisor_run) -> None:
-    script = b"echo tty=$(tty)\necho consoles=$(cut -d' ' -f1 /proc/consoles)\npoweroff\n"
-    result = elvisor_run("--console", "virtio", stdin=script)
-    assert result.returncode == 0, result.stderr
-    assert b"tty=/dev/hvc0" in lines(result)
-    assert b"consoles=hvc0" in lines(result)
+def test_guest_writing_garbage_to_every_virtio_register_and_queue(guest, elvisor_run, tmp_path):
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(1 << 20))
+    result = elvisor_run(
+        "--binary", str(guest("virtio_garbage.elf")), "--disk", str(disk), "--net", "user",
+        "--console", "virtio",
+    )  # fmt: skip
+    assert b"virtio garbage: done" in result.stdout, result.stderr.decode()[-2000:]
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert b"Traceback" not in result.stderr
+    assert disk.stat().st_size == 1 << 20

@@ -1,14 +1,23 @@
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from elvisor.cache import cache_dir
 from elvisor.debian.apt import debian_workspace, extract
 from elvisor.lab.image import DEFAULT_SUITE
 
 CROSS = "aarch64-linux-gnu-"
+
+# Property-based tests: a few thousand cases in `make test` ("ci"); `make fuzz` ("fuzz") runs
+# over 100 000. No example database (nothing written in the checkout), no deadlines (these
+# machines are noisy).
+settings.register_profile("ci", max_examples=1000, deadline=None, database=None)
+settings.register_profile("fuzz", max_examples=35000, deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")
