@@ -36,11 +36,13 @@ def persistent_tap(name: str, address: str):
         os.close(fd)
 
 
-def test_tap_python_data_plane_ping_and_tcp(console_session) -> None:
+def test_tap_python_data_plane_ping_and_tcp_and_ping_over_passt(console_session) -> None:
     with persistent_tap("eltap0", "192.168.77.1/24"):
         server = Server("192.168.77.1")
-        guest = console_session("--net", "tap=eltap0,mac=52:54:00:aa:bb:01")
+        guest = console_session("--net", "tap=eltap0,mac=52:54:00:aa:bb:01", "--net", "user")
+        guest.expect(rb"elvisor-guest: eth1 has 10\.0\.2\.15/24")  # passt, by DHCP
         guest.expect(PROMPT)
+        ping(guest, "10.0.2.2")  # the lab host, through passt
         guest.send(
             "killall udhcpc; ip addr add 192.168.77.2/24 dev eth0; cat /sys/class/net/eth0/address"
         )
