@@ -19,7 +19,6 @@ CODE = {
     "arm64": bytes.fromhex("bf3b03d5c0035fd6"),
     "x86_64": bytes.fromhex("0faef0c3"),  # mfence; ret
 }
-PROT_READ, PROT_EXEC = 0x1, 0x4
 
 
 def _make_fence() -> tuple[Callable[[], None], object]:
@@ -31,7 +30,7 @@ def _make_fence() -> tuple[Callable[[], None], object]:
     address = ctypes.addressof(ctypes.c_char.from_buffer(page))
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    if libc.mprotect(address, mmap.PAGESIZE, PROT_READ | PROT_EXEC) != 0:
+    if libc.mprotect(address, mmap.PAGESIZE, mmap.PROT_READ | mmap.PROT_EXEC) != 0:
         raise OSError(ctypes.get_errno(), "mprotect(PROT_EXEC) refused")
     return ctypes.CFUNCTYPE(None)(address), page  # the page lives as long as the function
 

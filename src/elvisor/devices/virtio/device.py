@@ -4,9 +4,10 @@ A device says what it is (ID, queue sizes, features, configuration space) and se
 queues once the driver has set it up. It never knows its transport's registers, address or
 interrupt: it gets an `Activation` that lets it return buffers and raise notifications.
 
-Threads: every method but `config_*` and `close` is called on the device's I/O thread
-(`worker.py`); the transport's lock is held around each call, so a device needs no locking
-of its own unless another thread (the console's input) hands it data.
+Threads: `queue_notified` and the `watched` callbacks run on the device's I/O thread
+(`worker.py`); `activate`, `reset` and `config_*` on the vCPU thread that wrote the register.
+The transport's lock is held around every call, so a device needs no locking of its own
+unless another thread (the console's input) hands it data.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class VirtioDevice:
     def config_write(self, offset: int, data: bytes) -> None:
         """The driver wrote to the configuration space (most devices ignore it)."""
 
-    # --- life cycle (the I/O thread, or a vCPU thread for the status writes) -----------------
+    # --- life cycle --------------------------------------------------------------------------
 
     def activate(self, activation: Activation) -> None:
         """DRIVER_OK: start serving."""

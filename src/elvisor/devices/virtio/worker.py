@@ -6,15 +6,13 @@ descriptors, and does the device's work, so that no vCPU thread waits on a disk 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import selectors
 import threading
 from collections.abc import Callable
+from functools import partial
 
 from elvisor.devices.virtio.mmio import VirtioMmio
-
-log = logging.getLogger(__name__)
 
 
 class Worker:
@@ -24,9 +22,11 @@ class Worker:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._stop, selectors.EVENT_READ, None)
         for index, fd in enumerate(transport.notifiers):
-            self._selector.register(fd, selectors.EVENT_READ, self._kicked(fd, index))
+            kicked = partial(transport.notified, index)
+            self._selector.register(fd, selectors.EVENT_READ, self._drained(fd, kicked))
         if resample_fd is not None:
-            self._selector.register(resample_fd, selectors.EVENT_READ, self._resampled(resample_fd))
+            resampled = self._drained(resample_fd, transport.interrupt.resampled)
+            self._selector.register(resample_fd, selectors.EVENT_READ, resampled)
         self._watched = {fd: self._readable(cb) for fd, cb in transport.device.watched()}
         for fd, callback in self._watched.items():
             self._selector.register(fd, selectors.EVENT_READ, callback)
@@ -34,21 +34,16 @@ class Worker:
         name = f"virtio-{transport.device.device_id.name.lower()}"
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def _kicked(self, fd: int, index: int) -> Callable[[], None]:
-        def kicked() -> None:
+    @staticmethod
+    def _drained(fd: int, action: Callable[[], None]) -> Callable[[], None]:
+        """Reset the eventfd `fd`, then do `action`."""
+
+        def drain_and_act() -> None:
             with contextlib.suppress(BlockingIOError):
                 os.eventfd_read(fd)
-            self.transport.notified(index)
+            action()
 
-        return kicked
-
-    def _resampled(self, fd: int) -> Callable[[], None]:
-        def resampled() -> None:
-            with contextlib.suppress(BlockingIOError):
-                os.eventfd_read(fd)
-            self.transport.interrupt.resampled()
-
-        return resampled
+        return drain_and_act
 
     def _readable(self, callback: Callable[[], None]) -> Callable[[], None]:
         return lambda: self.transport.readable(callback)
