@@ -39,6 +39,10 @@ class Activation:
     def config_changed(self) -> None:
         self._config_changed()
 
+    def kick(self, index: int) -> None:
+        """Come back to queue `index` soon, on the I/O thread, as if the driver had kicked."""
+        self._kick(index)
+
     def serve(self, index: int, handle: Callable[[Chain], int]) -> None:
         """Serve the chains waiting in queue `index`: `handle` does one and says how many
         bytes it wrote. At most a queue's worth per call, so that a guest that keeps the
@@ -52,7 +56,7 @@ class Activation:
                 budget -= 1
             self.publish(queue)
             if not budget:
-                self._kick(index)
+                self.kick(index)
                 return
             if not queue.enable_notifications():
                 return

@@ -144,7 +144,11 @@ class Net(VirtioDevice):
         else:
             waiting = self._receive_from_passt()
         self.active.publish(queue)
-        if waiting and not queue.enable_notifications():
+        if not waiting:
+            return
+        if queue.enable_notifications():  # buffers came meanwhile (and no kick will say so)
+            self.active.kick(RECEIVEQ)
+        else:
             self.watch(self.backend.fd, False)  # frames wait for buffers: the RX kick
 
     def _receive_from_tap(self) -> bool:
