@@ -5,7 +5,7 @@ import os
 import socket
 import threading
 
-PAYLOAD = 2 << 20  # bytes each way
+PAYLOAD = 1 << 20  # bytes each way
 
 
 class Server:
