@@ -34,10 +34,6 @@ def debugfs(image, command: str) -> str:
     return done.stdout
 
 
-def lines(result) -> list[bytes]:
-    return result.stdout.replace(b"\r\n", b"\n").split(b"\n")
-
-
 @pytest.mark.every_host
 def test_ext4_root_hvc0_console_and_user_networking(console_session, rootfs) -> None:
     """One boot, 2 vCPUs and most of the devices (every host profile boots Linux this once):
@@ -74,56 +70,32 @@ def test_synced_file_survives_sigkill(console_session, rootfs) -> None:
     assert debugfs(rootfs, "cat /numbers.txt") == expected
 
 
-def test_readonly_disk_refuses_writes(elvisor_run, tmp_path) -> None:
-    disk = tmp_path / "data.img"
-    disk.write_bytes(os.urandom(1 << 20))
-    before = hashlib.sha256(disk.read_bytes()).hexdigest()
-    script = (
-        b"echo ro=$(cat /sys/block/vda/ro)\n"
-        b"blockdev --setrw /dev/vda\n"  # past the kernel's own check: the device must refuse
-        b"dd if=/dev/zero of=/dev/vda bs=4096 count=1 oflag=direct 2>/dev/null; echo dd=$?\n"
-        b"echo read=$(dd if=/dev/vda bs=4096 count=1 2>/dev/null | wc -c)\n"
-        b"poweroff\n"
-    )
-    result = elvisor_run("--disk", f"{disk},ro", stdin=script)
-    assert result.returncode == 0, result.stderr
-    out = lines(result)
-    assert b"ro=1" in out
-    assert b"dd=1" in out
-    assert b"read=4096" in out
-    assert hashlib.sha256(disk.read_bytes()).hexdigest() == before
-
-
-def test_disks_in_order_with_their_serials_and_hwrng(elvisor_run, tmp_path) -> None:
+def test_disks_in_order_with_serials_read_only_in_use_and_hwrng(console_session, elvisor_run,
+                                                                tmp_path) -> None:  # fmt: skip
     first, second = tmp_path / "first.img", tmp_path / "second.img"
     first.write_bytes(bytes(1 << 20))
-    second.write_bytes(bytes(2 << 20))
-    script = (
-        b"echo rng=$(cat /sys/class/misc/hw_random/rng_current)\n"
-        b"echo bytes=$(head -c 64 /dev/hwrng | od -An -v -tx1 | wc -w)\n"
-        b"for d in vda vdb; do\n"
-        b"  echo $d=$(cat /sys/block/$d/serial),$(cat /sys/block/$d/size)\n"
-        b"done\n"
-        b"poweroff\n"
-    )
-    result = elvisor_run("--disk", str(first), "--disk", str(second), stdin=script)
-    assert result.returncode == 0, result.stderr
-    assert b"vda=first.img,2048" in lines(result)
-    assert b"vdb=second.img,4096" in lines(result)
-    assert b"rng=virtio_rng.0" in lines(result)
-    assert b"bytes=64" in lines(result)
-
-
-def test_disk_in_use_is_refused(console_session, elvisor_run, tmp_path) -> None:
-    disk = tmp_path / "shared.img"
-    disk.write_bytes(bytes(1 << 20))
-    guest = console_session("--disk", str(disk))
+    second.write_bytes(os.urandom(2 << 20))
+    before = hashlib.sha256(second.read_bytes()).hexdigest()
+    guest = console_session("--disk", str(first), "--disk", f"{second},ro")
     guest.expect(PROMPT)
-    second = elvisor_run("--disk", str(disk))
-    assert second.returncode == 2
-    assert b"in use by another program" in second.stderr
+    guest.send("for d in vda vdb; do echo $d=$(cat /sys/block/$d/serial),$(cat /sys/block/$d/size),"
+               "$(cat /sys/block/$d/ro); done")  # fmt: skip
+    guest.expect(rb"vda=first.img,2048,0\r?\n")
+    guest.expect(rb"vdb=second.img,4096,1\r?\n")
+    guest.send("blockdev --setrw /dev/vdb")  # past the kernel's own check: the device refuses
+    guest.send("dd if=/dev/zero of=/dev/vdb bs=4096 count=1 oflag=direct 2>/dev/null; echo dd=$?")
+    guest.expect(rb"dd=1\r?\n")
+    guest.send("echo read=$(dd if=/dev/vdb bs=4096 count=1 2>/dev/null | wc -c)")
+    guest.expect(rb"read=4096\r?\n")
+    guest.send("echo rng=$(cat /sys/class/misc/hw_random/rng_current)"
+               " bytes=$(head -c 64 /dev/hwrng | od -An -v -tx1 | wc -w)")  # fmt: skip
+    guest.expect(rb"rng=virtio_rng.0 bytes=64\r?\n")
+    in_use = elvisor_run("--disk", str(first))
+    assert in_use.returncode == 2
+    assert b"in use by another program" in in_use.stderr
     guest.send("poweroff")
     assert guest.wait() == 0
+    assert hashlib.sha256(second.read_bytes()).hexdigest() == before
 
 
 @pytest.mark.every_host
