@@ -51,7 +51,15 @@ GUEST_SOURCES := $(wildcard tests/guests/*.S)
 GUEST_ELFS := $(GUEST_SOURCES:tests/guests/%.S=build/guests/%.elf)
 GUEST_BINS := $(GUEST_ELFS:.elf=.bin)
 
-guests: host-packages $(GUEST_ELFS) $(GUEST_BINS)
+# Programs for the default Linux guest (tests/guests/linux/*.c): static, without a C library.
+GUEST_PROGRAMS := $(patsubst tests/guests/linux/%.c,build/guests/linux/%,$(wildcard tests/guests/linux/*.c))
+
+guests: host-packages $(GUEST_ELFS) $(GUEST_BINS) $(GUEST_PROGRAMS)
+
+build/guests/linux/%: tests/guests/linux/%.c
+	@mkdir -p $(@D)
+	$(CROSS)gcc -Wall -Wextra -Werror -Os -static -nostdlib -ffreestanding -fno-stack-protector \
+		-o $@ $<
 
 build/guests/%.elf: tests/guests/%.S tests/guests/common.inc
 	@mkdir -p $(@D)

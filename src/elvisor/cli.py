@@ -105,8 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--net",
         action="append",
         default=[],
-        metavar="user|tap=NAME[,mac=MAC]",
-        help="a virtio-net port: user-mode networking through passt (no root), or a TAP device",
+        metavar="user|tap=NAME[,mac=MAC][,vhost=on|off]",
+        help="a virtio-net port: user-mode networking through passt (no root), or a TAP device "
+        "(with the kernel's vhost-net where /dev/vhost-net works)",
+    )
+    run.add_argument(
+        "--vsock",
+        metavar="cid=N",
+        help="a virtio-vsock device (vhost-vsock): host programs reach the guest at AF_VSOCK "
+        "address N",
     )
     run.add_argument("--no-rng", action="store_true", help="no virtio entropy device")
     run.add_argument("-v", "--verbose", action="store_true", help="timings and device logs")
@@ -180,7 +187,7 @@ def _address(text: str) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, started: float) -> int:
-    from elvisor.config import DiskConfig, NetConfig, VmConfig
+    from elvisor.config import DiskConfig, NetConfig, VmConfig, parse_vsock
     from elvisor.vm import Outcome, Vm, run_vm
 
     kernel, initrd, cmdline = args.kernel, args.initrd, DEFAULT_CMDLINE
@@ -207,6 +214,7 @@ def _cmd_run(args: argparse.Namespace, started: float) -> int:
         disks=tuple(DiskConfig.parse(d) for d in args.disk),
         rng=not args.no_rng,
         nets=tuple(NetConfig.parse(n) for n in args.net),
+        vsock_cid=parse_vsock(args.vsock) if args.vsock is not None else None,
     )
     if args.dump_dtb:
         with Vm(config) as vm:

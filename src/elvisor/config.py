@@ -77,21 +77,27 @@ class NetConfig:
     backend: str = "user"  # "user" (passt) or "tap"
     tap: str | None = None  # the TAP device's name
     mac: bytes | None = None  # None: a random locally administered address
+    vhost: bool | None = None  # TAP: the kernel's data plane; None: where /dev/vhost-net works
 
     @classmethod
     def parse(cls, text: str) -> NetConfig:
-        """`user[,mac=MAC]` or `tap=NAME[,mac=MAC]`, as --net takes them."""
+        """`user[,mac=MAC]` or `tap=NAME[,mac=MAC][,vhost=on|off]`, as --net takes them."""
         first, *options = text.split(",")
         backend, _, tap = first.partition("=")
         if backend not in ("user", "tap") or (backend == "tap") != bool(tap):
             raise UserError(f"--net {text!r}: give user or tap=NAME, like --net tap=tap0")
-        mac = None
+        mac = vhost = None
         for option in options:
             key, _, value = option.partition("=")
-            if key != "mac":
-                raise UserError(f"--net {text!r}: unknown option {key!r} (mac= is the one)")
-            mac = parse_mac(value)
-        return cls(backend, tap or None, mac)
+            if key == "mac":
+                mac = parse_mac(value)
+            elif key == "vhost" and backend == "tap" and value in ("on", "off"):
+                vhost = value == "on"
+            elif key == "vhost":
+                raise UserError(f"--net {text!r}: vhost=on or vhost=off, with a tap= port")
+            else:
+                raise UserError(f"--net {text!r}: unknown option {key!r} (mac= or vhost=)")
+        return cls(backend, tap or None, mac, vhost)
 
 
 def parse_mac(text: str) -> bytes:
@@ -108,6 +114,15 @@ def parse_mac(text: str) -> bytes:
 
 
 CONSOLES = ("serial", "virtio")
+VSOCK_MIN_CID, VSOCK_MAX_CID = 3, 0xFFFF_FFFF  # (U32_MAX is VMADDR_CID_ANY)
+
+
+def parse_vsock(text: str) -> int:
+    """`cid=N`, as --vsock takes it: the guest's context ID."""
+    key, _, value = text.partition("=")
+    if key != "cid" or not value.isdigit():
+        raise UserError(f"--vsock {text!r}: give the guest's context ID, like --vsock cid=3")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,7 @@ class VmConfig:
     disks: tuple[DiskConfig, ...] = ()  # virtio-blk, in order: /dev/vda, /dev/vdb, ...
     rng: bool = True  # a virtio entropy device
     nets: tuple[NetConfig, ...] = ()  # virtio-net ports, in order: eth0, eth1, ...
+    vsock_cid: int | None = None  # a virtio-vsock device (vhost-vsock) with this context ID
 
     def __post_init__(self) -> None:
         if (self.kernel is None) == (self.binary is None):
@@ -169,6 +185,11 @@ class VmConfig:
             raise UserError(f"--gic must be 2 or 3, not {self.gic}")
         if self.console not in CONSOLES:
             raise UserError(f"--console must be serial or virtio, not {self.console!r}")
+        if self.vsock_cid is not None and not VSOCK_MIN_CID <= self.vsock_cid < VSOCK_MAX_CID:
+            raise UserError(
+                f"vsock cid={self.vsock_cid}: a guest's context ID is from {VSOCK_MIN_CID} "
+                f"to {VSOCK_MAX_CID - 1} (0-2 are the hypervisor's and the host's)"
+            )
         paths = [d.path.resolve() for d in self.disks]
         for path in paths:
             if paths.count(path) > 1:

@@ -92,6 +92,11 @@ class GuestMemory:
         region, offset = self.check_range(gpa, length)
         return memoryview(region.mapping)[offset : offset + length]
 
+    def host_address(self, gpa: int, length: int) -> int:
+        """Where [gpa, gpa + length) is in this process (for the kernel's vhost)."""
+        region, offset = self.check_range(gpa, length)
+        return region.host_addr + offset
+
     def read(self, gpa: int, length: int) -> bytes:
         region, offset = self.check_range(gpa, length)
         return region.mapping[offset : offset + length]

@@ -36,12 +36,15 @@ from elvisor.devices.passt import Passt
 from elvisor.devices.pl011 import Pl011
 from elvisor.devices.pl031 import Pl031
 from elvisor.devices.tap import Tap
+from elvisor.devices.vhost import open_vhost
 from elvisor.devices.virtio.block import Block
 from elvisor.devices.virtio.console import VirtioConsole
 from elvisor.devices.virtio.device import VirtioDevice
 from elvisor.devices.virtio.mmio import Reg, VirtioMmio
 from elvisor.devices.virtio.net import Net
 from elvisor.devices.virtio.rng import Rng
+from elvisor.devices.virtio.vhost_net import VhostNet
+from elvisor.devices.virtio.vsock import Vsock
 from elvisor.devices.virtio.worker import Worker
 from elvisor.errors import UserError
 from elvisor.kvm import Cap, ExitReason, KvmError, SystemEvent, VcpuFeature
@@ -261,6 +264,8 @@ class Vm:
             makers.append(Rng)
         makers += [partial(Block, d.path, d.readonly) for d in c.disks]
         makers += [partial(self._make_net, n) for n in c.nets]
+        if c.vsock_cid is not None:
+            makers.append(partial(self._make_vsock, c.vsock_cid))
         if len(makers) > layout.VIRTIO_MMIO_SLOTS:
             raise UserError(f"{len(makers)} virtio devices: at most {layout.VIRTIO_MMIO_SLOTS}")
         if makers and fence.UNAVAILABLE:
@@ -272,13 +277,27 @@ class Vm:
         return self.virtio_console
 
     @staticmethod
-    def _make_net(net: NetConfig) -> Net:
+    def _make_net(net: NetConfig) -> Net | VhostNet:
         mac = net.mac or bytes([0x52, 0x54, 0x00, *secrets.token_bytes(3)])
         backend = Tap(net.tap) if net.backend == "tap" and net.tap else Passt()
         try:
+            if isinstance(backend, Tap) and net.vhost is not False:
+                vhost = open_vhost("/dev/vhost-net", required=net.vhost is True)
+                if vhost is not None:
+                    return VhostNet(backend, vhost, mac)
             return Net(backend, mac)
         except BaseException:
             backend.close()
+            raise
+
+    @staticmethod
+    def _make_vsock(cid: int) -> Vsock:
+        vhost = open_vhost("/dev/vhost-vsock", required=True)
+        assert vhost is not None
+        try:
+            return Vsock(vhost, cid)
+        except BaseException:
+            vhost.close()
             raise
 
     def _virtio_slot(self, slot: int, make: Callable[[], VirtioDevice]) -> VirtioSlot:

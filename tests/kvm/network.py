@@ -31,16 +31,17 @@ class Server:
                     self.received.update(chunk)
 
     def check(self, guest, host_address: str) -> None:
-        """The guest fetches the data, then sends its own; both hashes must match."""
-        guest.send(f"nc {host_address} {self.port} | sha256sum")
-        got = guest.expect(rb"([0-9a-f]{64})  -\r?\n").group(1).decode()
+        """The guest fetches the data, then sends its own; both hashes must match. (The
+        answers name the port: a console holds the answers of earlier checks too.)"""
+        guest.send(f"echo from-{self.port}=$(nc {host_address} {self.port} | sha256sum)")
+        got = guest.expect(rb"from-%d=([0-9a-f]{64}) +-\r?\n" % self.port).group(1).decode()
         assert got == hashlib.sha256(self.data).hexdigest()
         guest.send(
-            f"head -c {PAYLOAD} /dev/urandom > /tmp/up && sha256sum /tmp/up"
-            f" && nc {host_address} {self.port} < /tmp/up && echo sent-up"
+            f"head -c {PAYLOAD} /dev/urandom > /tmp/up && echo to-{self.port}=$(sha256sum /tmp/up)"
+            f" && nc {host_address} {self.port} < /tmp/up && echo sent-{self.port}"
         )
-        sent = guest.expect(rb"([0-9a-f]{64})  /tmp/up\r?\n").group(1).decode()
-        guest.expect(rb"sent-up\r?\n")
+        sent = guest.expect(rb"to-%d=([0-9a-f]{64}) +/tmp/up\r?\n" % self.port).group(1).decode()
+        guest.expect(rb"sent-%d\r?\n" % self.port)
         self.thread.join(120)
         assert self.received.hexdigest() == sent
 

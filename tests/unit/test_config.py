@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from elvisor.config import VmConfig
+from elvisor.config import DiskConfig, NetConfig, VmConfig, parse_vsock
 from elvisor.errors import UserError
 
 
@@ -45,11 +45,52 @@ def test_a_good_config(kernel) -> None:
         (lambda k, r, t: VmConfig(kernel=k, cpus=0), "at least 1"),
         (lambda k, r, t: VmConfig(kernel=k, gic=4), "must be 2 or 3"),
         (lambda k, r, t: VmConfig(kernel=k, cmdline="x" * 3000), "longer than 2047"),
+        (lambda k, r, t: VmConfig(kernel=k, vsock_cid=2), "context ID is from 3"),
+        (lambda k, r, t: VmConfig(kernel=k, vsock_cid=1 << 32), "context ID is from 3"),
+        (lambda k, r, t: VmConfig(kernel=k, disks=(DiskConfig(k), DiskConfig(k))), "given twice"),
     ],
 )
 def test_bad_configs(kernel, raw, tmp_path, make, message: str) -> None:
     with pytest.raises(UserError, match=message):
         make(kernel, raw, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("user", NetConfig("user")),
+        ("tap=tap0", NetConfig("tap", "tap0")),
+        ("tap=tap0,vhost=off", NetConfig("tap", "tap0", vhost=False)),
+        ("tap=t,mac=52:54:00:12:34:56,vhost=on",
+         NetConfig("tap", "t", bytes.fromhex("525400123456"), True)),
+    ],
+)  # fmt: skip
+def test_net_options(text: str, expected: NetConfig) -> None:
+    assert NetConfig.parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tap", "give user or tap=NAME"),
+        ("bridge=br0", "give user or tap=NAME"),
+        ("user,vhost=on", "vhost=on or vhost=off, with a tap= port"),
+        ("tap=t,vhost=yes", "vhost=on or vhost=off"),
+        ("tap=t,mac=01:00:00:00:00:01", "multicast"),
+        ("tap=t,mac=52:54:00:12:34", "not a MAC address"),
+        ("tap=t,speed=10", "unknown option 'speed'"),
+    ],
+)
+def test_bad_net_options(text: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        NetConfig.parse(text)
+
+
+def test_vsock_option() -> None:
+    assert parse_vsock("cid=42") == 42
+    for bad in ("42", "cid=", "cid=-3", "port=3"):
+        with pytest.raises(UserError, match="like --vsock cid=3"):
+            parse_vsock(bad)
 
 
 def test_elf_binary_needs_no_load_address(tmp_path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from elvisor.devices import tap, vhost
 from elvisor.kvm import uapi
 from elvisor.kvm.fds import reg_size
 
@@ -79,6 +80,23 @@ def expressions() -> list[tuple[str, str, int]]:
     rows += [
         (f"sizeof {s}", f"sizeof(struct {s})", ctypes.sizeof(getattr(uapi, s))) for s in STRUCTS
     ]
+    rows += [(m.name, m.name, int(m)) for m in vhost.VhostIoctl]
+    rows += [
+        (f"sizeof {name}", f"sizeof(struct {name})", ours.size)
+        for name, ours in (
+            ("vhost_vring_state", vhost.VRING_STATE),
+            ("vhost_vring_file", vhost.VRING_FILE),
+            ("vhost_vring_addr", vhost.VRING_ADDR),
+            ("vhost_memory", vhost.MEMORY),
+            ("vhost_memory_region", vhost.MEMORY_REGION),
+        )
+    ]
+    rows += [
+        (name, name, getattr(tap, name))
+        for name in ("TUNSETIFF", "TUNGETFEATURES", "TUNSETOFFLOAD", "TUNSETVNETHDRSZ", "IFF_TAP",
+                     "IFF_NO_PI", "IFF_VNET_HDR", "TUN_F_CSUM", "TUN_F_TSO4", "TUN_F_TSO6",
+                     "TUN_F_TSO_ECN")
+    ]  # fmt: skip
     for field in KVM_RUN_FIELDS:
         ours = (
             uapi.kvm_run.exit.offset
@@ -97,18 +115,24 @@ def header_values(arm64_kernel_headers: Path, cross_tool, tmp_path_factory) -> l
     work = tmp_path_factory.mktemp("uapi")
     source = work / "values.c"
     source.write_text(
-        "#include <linux/kvm.h>\n"
+        "#include <linux/kvm.h>\n#include <linux/vhost.h>\n#include <linux/if_tun.h>\n"
         "const unsigned long long values[] = {\n"
         + "".join(f"  (unsigned long long)({expr}),\n" for _, expr, _ in rows)
         + "};\n"
     )
     obj, raw = work / "values.o", work / "values.bin"
     include = arm64_kernel_headers
+    compiler_headers = subprocess.run(  # its own stdint.h (virtio_ring.h wants one)
+        [cross_tool("gcc"), "-print-file-name=include"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     subprocess.run(
         [
             cross_tool("gcc"),
             "-c",
             "-nostdinc",
+            "-ffreestanding",
+            "-isystem",
+            compiler_headers,
             "-I",
             str(include),
             "-I",

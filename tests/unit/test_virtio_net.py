@@ -51,3 +51,23 @@ def test_frames_waiting_when_buffers_come_without_a_kick_are_delivered():
     finally:
         transport.close()
         memory.close()
+
+
+def test_a_broken_device_stops_watching_its_backend():
+    """Frames keep coming, but a device that needs a reset must not spin on them."""
+    memory = guest_memory()
+    device = Net(FakePasst([b"\x01" * 60]), bytes(6))
+    transport = VirtioMmio(device, memory, FakeLine())
+    driver = Driver(transport, memory)
+    watching: dict[int, bool] = {}
+    device.watch = watching.__setitem__
+    try:
+        rx, _ = driver.start()
+        memory.write(rx.avail + 2, (rx.size + 1).to_bytes(2, "little"))  # idx far too far ahead
+        transport.readable(device.backend.fd, device._backend_readable)
+        assert transport.broken
+        transport.readable(device.backend.fd, device._backend_readable)  # readable again
+        assert watching == {device.backend.fd: False}
+    finally:
+        transport.close()
+        memory.close()

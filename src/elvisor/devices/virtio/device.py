@@ -27,6 +27,7 @@ class Activation:
     memory: GuestMemory
     queues: list[SplitQueue]  # those the driver made ready; others have ready == False
     features: int  # negotiated
+    notifiers: list[int]  # the eventfd KVM signals when the driver kicks each queue
     _used: Callable[[], None]  # raise the used-buffer notification
     _config_changed: Callable[[], None]
     _kick: Callable[[int], None]  # come back to queue `index` soon (as if the driver kicked)
@@ -35,6 +36,11 @@ class Activation:
         """Show the driver what `queue` returned; interrupt it if it asked for that."""
         if queue.publish():
             self._used()
+
+    def interrupt(self) -> None:
+        """Raise the used-buffer notification (for queues served by the kernel, which has
+        already decided that the driver wants it)."""
+        self._used()
 
     def config_changed(self) -> None:
         self._config_changed()
@@ -66,6 +72,7 @@ class VirtioDevice:
     device_id: DeviceId
     queue_sizes: tuple[int, ...]
     features: int = 0  # device-specific feature bits offered (the transport adds its own)
+    kernel_queues: tuple[int, ...] = ()  # queues the host kernel serves (vhost), not Python
 
     def __init__(self) -> None:
         self.active: Activation | None = None
@@ -95,6 +102,10 @@ class VirtioDevice:
 
     def watched(self) -> list[tuple[int, Callable[[], None]]]:
         """Host file descriptors the I/O thread waits on, each with what to do when readable."""
+        return []
+
+    def signalled(self) -> list[tuple[int, Callable[[], None]]]:
+        """eventfds the I/O thread waits on and resets, each with what to do when signalled."""
         return []
 
     def close(self) -> None:

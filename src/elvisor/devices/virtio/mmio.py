@@ -282,9 +282,9 @@ class VirtioMmio:
             return
         if wanted & _F and not current & _F and not self._features_acceptable():
             return  # FEATURES_OK stays clear: the driver sees its features were refused
-        if wanted & _OK:
-            self._activate()
         self.status = (self.status & ~DRIVER_BITS) | wanted
+        if wanted & _OK:
+            self._serve(self._activate)
 
     def _features_acceptable(self) -> bool:
         features = self.driver_features
@@ -302,6 +302,7 @@ class VirtioMmio:
                 self.memory,
                 self.queues,
                 self.driver_features,
+                self.notifiers,
                 lambda: self.interrupt.raise_(VIRTIO_MMIO_INT_VRING),
                 self._config_changed,
                 lambda index: os.eventfd_write(self.notifiers[index], 1),
@@ -341,8 +342,17 @@ class VirtioMmio:
             if self.device.active and not self.broken and self.queues[index].ready:
                 self._serve(lambda: self.device.queue_notified(index))
 
-    def readable(self, callback: Callable[[], None]) -> None:
-        """A host fd the device watches is readable."""
+    def readable(self, fd: int, callback: Callable[[], None]) -> None:
+        """A host fd the device watches is readable (a broken device stops watching it,
+        until the driver's reset and next kick)."""
+        with self.lock:
+            if self.broken:
+                self.device.watch(fd, False)
+            else:
+                self._serve(callback)
+
+    def signalled(self, callback: Callable[[], None]) -> None:
+        """An eventfd of the device's was signalled (and reset)."""
         with self.lock:
             if not self.broken:
                 self._serve(callback)

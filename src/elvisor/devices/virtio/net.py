@@ -1,8 +1,9 @@
 """virtio-net (virtio v1.2, 5.1): an Ethernet port, on a TAP device or on passt.
 
-This is the Python data plane. On a TAP device, frames carry the virtio-net header both
-ways, so the guest's checksum and TSO offloads go through untouched and a frame moves between
-the TAP and guest memory with one readv or writev, without copies. passt's frames carry no
+This is the Python data plane (`vhost_net.py` is the kernel's). On a TAP device, frames
+carry the virtio-net header both ways, so the guest's checksum and TSO offloads go through
+untouched and a frame moves between the TAP and guest memory with one readv or writev,
+without copies. passt's frames carry no
 header: the device adds an empty one (no offloads offered). Receiving waits (its fd is not
 watched) while the guest has no buffers, so a guest that stops reading costs nothing.
 """
@@ -70,6 +71,16 @@ TUN_OFFLOADS = {
 EMPTY_HEADER = struct.pack("<BBHHHHH", 0, 0, 0, 0, 0, 0, 1)  # num_buffers = 1
 
 
+BASIC_FEATURES = (
+    bit(Feature.VIRTIO_NET_F_MAC) | bit(Feature.VIRTIO_NET_F_STATUS) | bit(Feature.VIRTIO_NET_F_MTU)
+)
+
+
+def config_space(mac: bytes) -> bytes:
+    """5.1.4 Device configuration layout: mac, status, max_virtqueue_pairs, mtu."""
+    return mac + struct.pack("<HHH", VIRTIO_NET_S_LINK_UP, 1, MTU)
+
+
 def tap_offloads(features: int) -> int:
     """The TUN_F_* flags for the guest's negotiated receive offloads."""
     flags = 0
@@ -89,15 +100,13 @@ class Net(VirtioDevice):
         super().__init__()
         self.backend = backend
         self.mac = mac
-        basics = (Feature.VIRTIO_NET_F_MAC, Feature.VIRTIO_NET_F_STATUS, Feature.VIRTIO_NET_F_MTU)
-        self.features = sum(bit(f) for f in basics)
+        self.features = BASIC_FEATURES
         if isinstance(backend, Tap):
             self.features |= sum(bit(f) for f in TAP_OFFLOADS)
         self._dropped = 0
 
     def config_space(self) -> bytes:
-        # mac, status, max_virtqueue_pairs, mtu (5.1.4)
-        return self.mac + struct.pack("<HHH", VIRTIO_NET_S_LINK_UP, 1, MTU)
+        return config_space(self.mac)
 
     def watched(self) -> list[tuple[int, Callable[[], None]]]:
         return [(self.backend.fd, self._backend_readable)]

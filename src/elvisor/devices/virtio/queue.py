@@ -139,6 +139,16 @@ class SplitQueue:
         self._used_ring = used[4 : 4 + 8 * size].cast("I")  # id, len pairs
         self.ready = True
 
+    def host_rings(self) -> tuple[int, int, int]:
+        """Where the descriptor table, used ring and available ring of a ready queue are in
+        this process (for the kernel's vhost, which takes them in this order)."""
+        m, size = self.memory, self.size
+        return (
+            m.host_address(self.desc_addr, 16 * size),
+            m.host_address(self.used_addr, 6 + 8 * size),
+            m.host_address(self.avail_addr, 6 + 2 * size),
+        )
+
     # --- the available side ----------------------------------------------------------------
 
     def pop(self) -> Chain | None:

@@ -1,6 +1,8 @@
 """A virtio device's I/O thread: it waits on the queues' eventfds (signalled by KVM when the
-guest kicks a queue), the interrupt's resample eventfd and the device's own host file
-descriptors, and does the device's work, so that no vCPU thread waits on a disk or a network.
+guest kicks a queue), the interrupt's resample eventfd, the device's own eventfds (from the
+kernel, for queues vhost serves: those queues' kicks go to the kernel, not here) and its
+host file descriptors, and does the device's work, so that no vCPU thread waits on a disk
+or a network.
 """
 
 from __future__ import annotations
@@ -21,17 +23,24 @@ class Worker:
         self._stop = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._stop, selectors.EVENT_READ, None)
+        device = transport.device
         for index, fd in enumerate(transport.notifiers):
-            kicked = partial(transport.notified, index)
-            self._selector.register(fd, selectors.EVENT_READ, self._drained(fd, kicked))
+            if index not in device.kernel_queues:  # (the kernel waits on those itself)
+                kicked = partial(transport.notified, index)
+                self._selector.register(fd, selectors.EVENT_READ, self._drained(fd, kicked))
         if resample_fd is not None:
             resampled = self._drained(resample_fd, transport.interrupt.resampled)
             self._selector.register(resample_fd, selectors.EVENT_READ, resampled)
-        self._watched = {fd: self._readable(cb) for fd, cb in transport.device.watched()}
+        for fd, callback in device.signalled():
+            signalled = partial(transport.signalled, callback)
+            self._selector.register(fd, selectors.EVENT_READ, self._drained(fd, signalled))
+        self._watched = {
+            fd: partial(transport.readable, fd, callback) for fd, callback in device.watched()
+        }
         for fd, callback in self._watched.items():
             self._selector.register(fd, selectors.EVENT_READ, callback)
-        transport.device.watch = self.watch
-        name = f"virtio-{transport.device.device_id.name.lower()}"
+        device.watch = self.watch
+        name = f"virtio-{device.device_id.name.lower()}"
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     @staticmethod
@@ -44,9 +53,6 @@ class Worker:
             action()
 
         return drain_and_act
-
-    def _readable(self, callback: Callable[[], None]) -> Callable[[], None]:
-        return lambda: self.transport.readable(callback)
 
     def watch(self, fd: int, on: bool) -> None:
         """Wait on one of the device's fds, or stop for a while (say while the guest has no
