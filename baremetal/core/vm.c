@@ -1,0 +1,151 @@
+/* The VMs from the configuration: checked against the machine, their payloads copied into
+ * their RAM, their stage-2 tables built (RAM at the same addresses to the VM as to the
+ * machine, and nothing else: the hypervisor, other VMs and the devices the hypervisor
+ * emulates are out of reach). */
+#include <stdint.h>
+
+#include "console.h"
+#include "firmware.h"
+#include "lock.h"
+#include "mmu.h"
+#include "vm.h"
+
+#define PAGE 4096ul
+#define PLATFORM_UART 0x09000000ul /* where each VM finds its virtual PL011 */
+
+static struct vm vms[MAX_VMS];
+static struct vcpu *cpu_vcpus[MAX_CPUS];
+static spinlock_t vms_lock;
+static unsigned vms_running;
+
+static int overlaps(uint64_t a, uint64_t a_size, uint64_t b, uint64_t b_size)
+{
+	return a < b + b_size && b < a + a_size;
+}
+
+static int inside(uint64_t a, uint64_t a_size, uint64_t b, uint64_t b_size)
+{
+	return a >= b && a_size <= b_size && a - b <= b_size - a_size;
+}
+
+static void check_vm(const struct config *config, const struct vm_config *c, uint64_t image_start,
+		     uint64_t memory_base, uint64_t memory_size, unsigned cpus)
+{
+	const char *name = c->name;
+	if (c->name[VM_NAME_SIZE - 1] || !c->name[0])
+		panic("configuration: a VM's name must be 1 to %d characters", VM_NAME_SIZE - 1);
+	if ((c->ram_base | c->ram_size) & (PAGE - 1))
+		panic("VM %s: its RAM must be page-aligned", name);
+	if (!inside(c->ram_base, c->ram_size, memory_base, memory_size) ||
+	    c->ram_base + c->ram_size > (1ul << 32))
+		panic("VM %s: RAM %lx+%lx is not in the machine's memory below 4 GiB (%lx+%lx)",
+		      name, c->ram_base, c->ram_size, memory_base, memory_size);
+	if (overlaps(c->ram_base, c->ram_size, image_start, (uint64_t)config + config->size - image_start))
+		panic("VM %s: its RAM overlaps the hypervisor's image", name);
+	if (!c->cpus || c->first_cpu >= cpus || c->cpus > cpus - c->first_cpu)
+		panic("VM %s: CPUs %u-%u, but the machine has %u", name, c->first_cpu,
+		      c->first_cpu + c->cpus - 1, cpus);
+	if (!inside(c->entry, 4, c->ram_base, c->ram_size) || !inside(c->dtb, 8, c->ram_base, c->ram_size))
+		panic("VM %s: its entry point and device tree must be in its RAM", name);
+	for (int p = 0; p < MAX_PAYLOADS; p++) {
+		const struct payload *l = &c->payloads[p];
+		if (l->size && (!inside(l->offset, l->size, sizeof *config, config->size - sizeof *config) ||
+				!inside(l->address, l->size, c->ram_base, c->ram_size)))
+			panic("VM %s: payload %d does not fit its RAM or the image", name, p);
+	}
+}
+
+static void load(struct vm *vm, const struct config *config)
+{
+	const struct vm_config *c = vm->config;
+	for (int p = 0; p < MAX_PAYLOADS; p++) {
+		const struct payload *l = &c->payloads[p];
+		if (!l->size)
+			continue;
+		const uint64_t *from = (const uint64_t *)((uint64_t)config + l->offset);
+		uint8_t *to = (uint8_t *)l->address;
+		for (uint64_t i = 0; i < l->size; i++)
+			to[i] = ((const uint8_t *)from)[i];
+		clean_to_poc(l->address, l->size);
+	}
+}
+
+void vms_create(const struct config *config, uint64_t image_start, uint64_t memory_base,
+		uint64_t memory_size, unsigned cpus)
+{
+	if (config->magic != CONFIG_MAGIC)
+		panic("no VM configuration after the hypervisor (make the image with `elvisor "
+		      "baremetal build`)");
+	for (unsigned i = 0; i < MAX_VMS; i++) {
+		const struct vm_config *c = &config->vms[i];
+		if (!c->ram_size)
+			continue;
+		check_vm(config, c, image_start, memory_base, memory_size, cpus);
+		for (unsigned j = 0; j < i; j++) {
+			const struct vm_config *other = &config->vms[j];
+			if (other->ram_size && overlaps(c->ram_base, c->ram_size, other->ram_base, other->ram_size))
+				panic("VMs %s and %s: their RAM overlaps", other->name, c->name);
+			if (other->ram_size && overlaps(c->first_cpu, c->cpus, other->first_cpu, other->cpus))
+				panic("VMs %s and %s: they share CPUs", other->name, c->name);
+		}
+		struct vm *vm = &vms[i];
+		vm->id = i;
+		vm->config = c;
+		if (stage2_init(&vm->s2) || stage2_map(&vm->s2, c->ram_base, c->ram_base, c->ram_size, STAGE2_RAM))
+			panic("VM %s: out of stage-2 tables", c->name);
+		load(vm, config);
+		vuart_init(&vm->uart, c->name);
+		for (unsigned k = 0; k < c->cpus; k++) {
+			struct vcpu *v = &vm->vcpus[k];
+			v->vm = vm;
+			v->index = k;
+			v->cpu = c->first_cpu + k;
+			v->state = k ? VCPU_OFF : VCPU_ON_PENDING;
+			v->entry = c->entry;
+			v->context = c->dtb;
+			cpu_vcpus[v->cpu] = v;
+		}
+		vm->running = 1;
+		vms_running++;
+		print("elvisor EL2: VM %s: RAM %lx-%lx, CPUs %u-%u, entry %lx\n", c->name, c->ram_base,
+		      c->ram_base + c->ram_size - 1, c->first_cpu, c->first_cpu + c->cpus - 1, c->entry);
+	}
+	if (!vms_running)
+		panic("the configuration has no VM");
+}
+
+struct vcpu *vcpu_of_cpu(unsigned cpu)
+{
+	return cpu < MAX_CPUS ? cpu_vcpus[cpu] : 0;
+}
+
+int vm_mmio(struct vcpu *v, uint64_t ipa, unsigned size, int write, uint64_t *value)
+{
+	struct vm *vm = v->vm;
+	if (ipa >= PLATFORM_UART && ipa < PLATFORM_UART + PAGE) {
+		if (write)
+			vuart_write(&vm->uart, ipa - PLATFORM_UART, size, *value);
+		else
+			*value = vuart_read(&vm->uart, ipa - PLATFORM_UART, size);
+		return 0;
+	}
+	return -1;
+}
+
+_Noreturn void vm_stop(struct vm *vm, const char *why)
+{
+	spin_lock(&vms_lock);
+	int last = 0;
+	if (vm->running) {
+		vm->running = 0;
+		last = --vms_running == 0;
+		print("elvisor EL2: VM %s %s\n", vm->config->name, why);
+	}
+	spin_unlock(&vms_lock);
+	__asm__ volatile("dsb ish\n sev" ::: "memory"); /* its other vCPUs' CPUs, if waiting */
+	if (last) {
+		print("elvisor EL2: no VM is left: powering off\n");
+		firmware_system_off();
+	}
+	cpu_idle();
+}

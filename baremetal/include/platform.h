@@ -1,0 +1,21 @@
+/* The board elvisor runs on: where its devices are (a compile-time description, as in Bao:
+ * PLATFORM=qemu-virt or PLATFORM=rpi4). */
+#ifndef PLATFORM_H
+#define PLATFORM_H
+
+#define MAX_CPUS 8
+#define STACK_SIZE 16384
+
+#if defined(PLATFORM_QEMU_VIRT)
+#define PLATFORM_NAME "QEMU virt"
+#define UART_BASE 0x09000000ul
+#define DEVICE_GIB_MASK 0x1ul /* which of the first 4 GiB hold devices: the first */
+#elif defined(PLATFORM_RPI4)
+#define PLATFORM_NAME "Raspberry Pi 4 (BCM2711)"
+#define UART_BASE 0xfe201000ul /* PL011 UART0, in the low-peripheral mode the firmware sets */
+#define DEVICE_GIB_MASK 0x8ul /* the peripherals and the GIC-400 are in the fourth GiB */
+#else
+#error "build with PLATFORM=qemu-virt or PLATFORM=rpi4"
+#endif
+
+#endif

@@ -1,0 +1,56 @@
+/* VMs and their vCPUs: statically partitioned, each vCPU on a physical CPU of its own. */
+#ifndef VM_H
+#define VM_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "frame.h"
+#include "platform.h"
+#include "stage2.h"
+#include "vuart.h"
+
+enum vcpu_state { VCPU_OFF, VCPU_ON_PENDING, VCPU_ON };
+
+struct vm;
+
+struct vcpu {
+	struct vm *vm;
+	unsigned index; /* in its VM: its MPIDR's Aff0 */
+	unsigned cpu; /* the physical CPU it runs on */
+	volatile enum vcpu_state state;
+	uint64_t entry, context; /* where the next start goes, and its x0 */
+};
+
+struct vm {
+	unsigned id;
+	const struct vm_config *config;
+	struct stage2 s2;
+	struct vcpu vcpus[MAX_CPUS];
+	struct vuart uart;
+	volatile int running; /* cleared for good when it powers off or is stopped */
+};
+
+/* Check the configuration against the machine, copy each VM's payloads into its RAM and build
+ * its stage-2 tables; panics with what is wrong. */
+void vms_create(const struct config *config, uint64_t image_start, uint64_t memory_base,
+		uint64_t memory_size, unsigned cpus);
+/* The vCPU that physical CPU `cpu` runs, or 0. */
+struct vcpu *vcpu_of_cpu(unsigned cpu);
+/* The calling physical CPU's vCPU (while it runs one). */
+struct vcpu *current_vcpu(void);
+/* The vCPU's VM stops for good (powered off, or a fault: `why`); when it was the last VM
+ * running, the machine powers off. Does not return: this physical CPU idles. */
+_Noreturn void vm_stop(struct vm *vm, const char *why);
+/* Physical CPU `cpu` waits for its vCPU to be switched on, then runs it (called on a fresh
+ * stack: cpu_restart() in boot.S). */
+_Noreturn void cpu_wait_for_vcpu(unsigned cpu);
+_Noreturn void cpu_restart(unsigned cpu);
+/* Start `v` at (entry, x0) on the calling physical CPU. */
+_Noreturn void vcpu_enter(struct vcpu *v);
+
+/* Trap handlers (traps.c dispatches to them) */
+void psci_call(struct frame *frame, struct vcpu *v);
+int vm_mmio(struct vcpu *v, uint64_t ipa, unsigned size, int write, uint64_t *value);
+
+#endif
