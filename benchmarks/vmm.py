@@ -104,14 +104,20 @@ class Console:
         self.errors = b""
 
     def wait_for(self, marker: bytes) -> float:
+        """Seconds since spawn when `marker` appeared."""
+        self.expect(re.escape(marker))
+        return time.monotonic() - self.started
+
+    def expect(self, pattern: bytes, after: int = 0) -> re.Match[bytes]:
+        """The first match of `pattern` in the output from offset `after`, waited for."""
         assert self.proc.stdout and self.proc.stderr
-        deadline = self.started + TIMEOUT
-        while marker not in self.output:
+        deadline = time.monotonic() + TIMEOUT
+        while not (match := re.compile(pattern).search(self.output, after)):
             if time.monotonic() > deadline or (
                 self.proc.poll() is not None and not select.select([self.proc.stdout], [], [], 0)[0]
             ):
                 raise RuntimeError(
-                    f"{marker!r} never came: {self.output[-500:]!r} {self.errors[-500:]!r}"
+                    f"{pattern!r} never came: {self.output[-500:]!r} {self.errors[-500:]!r}"
                 )
             ready, _, _ = select.select([self.proc.stdout, self.proc.stderr], [], [], 1.0)
             for stream in ready:
@@ -120,7 +126,12 @@ class Console:
                     self.output += data
                 else:
                     self.errors += data
-        return time.monotonic() - self.started
+        return match
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
 
     def rss_without_guest_ram_mib(self) -> float:
         """Resident memory of every mapping but the guest's RAM (the one of its size)."""

@@ -1,11 +1,11 @@
 // A hostile guest: brings every virtio-mmio slot up with its queues in random memory, kicks
 // them, then writes random values to random registers of random slots (and scribbles over
-// the queues) 20 000 times, and powers off. The VMM must survive it and end cleanly.
+// the queues) 6 000 times, and powers off. The VMM must survive it and end cleanly.
     .include "common.inc"
     .equ VIRTIO_BASE, 0x0a000000
     .equ SLOTS,       32
     .equ GARBAGE,     0x40200000        // 1 MiB of random bytes the queues live in
-    .equ ROUNDS,      20000
+    .equ ROUNDS,      6000
     .text
     .global _start
 _start:
