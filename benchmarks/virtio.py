@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -43,7 +44,8 @@ WORK = Path("/tmp/elvisor-bench")
 IMAGE_MIB = 128
 TAP, HOST_IP, GUEST_IP = "elbench0", "192.168.99.1", "192.168.99.2"
 # iperf3 and the libraries it loads (not what installing it would pull in: debconf, PAM, ...)
-IPERF_PACKAGES = ["iperf3", "libiperf0", "libsctp1", "libssl3t64", "libc6", "zlib1g", "libzstd1"]
+IPERF_PACKAGES = ["iperf3", "libiperf0", "libsctp1", "libssl3t64", "libc6", "libgcc-s1", "zlib1g",
+                  "libzstd1"]  # fmt: skip
 BLK_MODES = ["read", "write", "randread"]
 PROMPT = rb"~ # "
 
@@ -55,8 +57,8 @@ def prepare_iperf3() -> Path:
 
     apt = debian_workspace(cache_dir() / "apt" / "trixie", "trixie")
     packages = [p for p in apt.resolve(["iperf3"]) if p.name in IPERF_PACKAGES]
-    version = next(p.version for p in packages if p.name == "iperf3")
-    root = cache_dir() / "bench" / f"iperf3-{version.replace(':', '_')}"
+    versions = hashlib.sha256(" ".join(map(str, packages)).encode()).hexdigest()[:12]
+    root = cache_dir() / "bench" / f"iperf3-{versions}"
     with locked(cache_dir() / "bench" / ".lock"):
         if not (root / ".complete").exists():
             for deb in apt.download(packages, cache_dir() / "debs" / "trixie"):

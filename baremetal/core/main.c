@@ -39,10 +39,12 @@ _Noreturn void hypervisor_main(const void *fdt)
 	struct fdt_facts facts;
 	if (fdt_read(fdt, &facts) != 0)
 		panic("no sound device tree at %p (x0 at entry)", fdt);
-	print("elvisor EL2: %s, %u CPUs, memory %lx-%lx (%lu MiB)\n", facts.model, facts.cpus,
+	print("elvisor EL2: %s, %u CPU%s, memory %lx-%lx (%lu MiB)\n", facts.model, facts.cpus,
+	      facts.cpus == 1 ? "" : "s",
 	      facts.memory_base, facts.memory_base + facts.memory_size - 1, facts.memory_size >> 20);
 	mmu_build();
 	mmu_enable();
+	console_locking();
 
 	unsigned cpus = facts.cpus < MAX_CPUS ? facts.cpus : MAX_CPUS;
 	vms_create((const struct config *)__image_end, (uint64_t)__image_start, facts.memory_base,

@@ -1,17 +1,37 @@
-/* print(): printf's %s %c %d %u %x %p and %%, with l, 0 and a width; nothing more. */
+/* The hypervisor's console: print() (printf's %s %c %d %u %x %p and %%, with l, 0 and a
+ * width) and the VMs' lines, one writer at a time on the board's UART. A line is whole or
+ * labelled: when another writer's text comes while a line is unfinished, it starts a new one. */
 #include <stdint.h>
 
 #include "console.h"
+#include "lock.h"
 
 extern void halt(void) __attribute__((noreturn));
 
-static void put_string(const char *s)
+static spinlock_t console;
+static int locking; /* once the MMU is on: exclusives need normal memory */
+static int at_line_start = 1;
+static const void *line_owner; /* who wrote the unfinished line (0: the hypervisor) */
+
+struct sink {
+	char *buffer;
+	unsigned size, length;
+};
+
+static void put(struct sink *s, char c)
 {
-	while (*s)
-		uart_putc(*s++);
+	if (s->length < s->size)
+		s->buffer[s->length++] = c;
 }
 
-static void put_number(uint64_t value, unsigned base, int width, char pad, int negative)
+static void put_string(struct sink *s, const char *text)
+{
+	while (*text)
+		put(s, *text++);
+}
+
+static void put_number(struct sink *s, uint64_t value, unsigned base, int width, char pad,
+		       int negative)
 {
 	char digits[24];
 	int n = 0;
@@ -22,16 +42,16 @@ static void put_number(uint64_t value, unsigned base, int width, char pad, int n
 	if (negative)
 		digits[n++] = '-';
 	while (width-- > n)
-		uart_putc(pad);
+		put(s, pad);
 	while (n)
-		uart_putc(digits[--n]);
+		put(s, digits[--n]);
 }
 
-void vprint(const char *format, va_list args)
+static void format(struct sink *s, const char *format, va_list args)
 {
 	for (const char *p = format; *p; p++) {
 		if (*p != '%') {
-			uart_putc(*p);
+			put(s, *p);
 			continue;
 		}
 		char pad = ' ';
@@ -44,55 +64,87 @@ void vprint(const char *format, va_list args)
 			is_long = 1, p++;
 		switch (*p) {
 		case 's':
-			put_string(va_arg(args, const char *));
+			put_string(s, va_arg(args, const char *));
 			break;
 		case 'c':
-			uart_putc((char)va_arg(args, int));
+			put(s, (char)va_arg(args, int));
 			break;
 		case 'd': {
 			int64_t v = is_long ? va_arg(args, int64_t) : va_arg(args, int);
-			put_number(v < 0 ? -(uint64_t)v : (uint64_t)v, 10, width, pad, v < 0);
+			put_number(s, v < 0 ? -(uint64_t)v : (uint64_t)v, 10, width, pad, v < 0);
 			break;
 		}
 		case 'u':
-			put_number(is_long ? va_arg(args, uint64_t) : va_arg(args, unsigned), 10, width, pad,
-				   0);
+			put_number(s, is_long ? va_arg(args, uint64_t) : va_arg(args, unsigned), 10, width,
+				   pad, 0);
 			break;
 		case 'x':
-			put_number(is_long ? va_arg(args, uint64_t) : va_arg(args, unsigned), 16, width, pad,
-				   0);
+			put_number(s, is_long ? va_arg(args, uint64_t) : va_arg(args, unsigned), 16, width,
+				   pad, 0);
 			break;
 		case 'p':
-			put_string("0x");
-			put_number((uint64_t)va_arg(args, void *), 16, width, pad, 0);
+			put_string(s, "0x");
+			put_number(s, (uint64_t)va_arg(args, void *), 16, width, pad, 0);
 			break;
 		case '%':
-			uart_putc('%');
+			put(s, '%');
 			break;
 		default: /* an unknown conversion: shown as it is */
-			uart_putc('%');
+			put(s, '%');
 			if (!*p)
 				return;
-			uart_putc(*p);
+			put(s, *p);
 		}
 	}
 }
 
-void print(const char *format, ...)
+void console_locking(void)
 {
-	va_list args;
-	va_start(args, format);
-	vprint(format, args);
-	va_end(args);
+	locking = 1;
 }
 
-_Noreturn void panic(const char *format, ...)
+void console_write(const void *owner, const char *prefix, const char *text, unsigned length)
 {
+	if (locking)
+		spin_lock(&console);
+	if (!at_line_start && owner != line_owner) {
+		uart_putc('\n');
+		at_line_start = 1;
+	}
+	for (unsigned i = 0; i < length; i++) {
+		if (at_line_start && prefix)
+			for (const char *p = prefix; *p; p++)
+				uart_putc(*p);
+		uart_putc(text[i]);
+		at_line_start = text[i] == '\n';
+	}
+	line_owner = owner;
+	if (locking)
+		spin_unlock(&console);
+}
+
+void print(const char *text, ...)
+{
+	char buffer[256];
+	struct sink s = {buffer, sizeof buffer, 0};
 	va_list args;
-	va_start(args, format);
-	put_string("elvisor EL2: panic: ");
-	vprint(format, args);
+	va_start(args, text);
+	format(&s, text, args);
 	va_end(args);
-	uart_putc('\n');
+	console_write(0, 0, buffer, s.length);
+}
+
+_Noreturn void panic(const char *text, ...)
+{
+	char buffer[256];
+	struct sink s = {buffer, sizeof buffer, 0};
+	put_string(&s, "\nelvisor EL2: panic: ");
+	va_list args;
+	va_start(args, text);
+	format(&s, text, args);
+	va_end(args);
+	put(&s, '\n');
+	for (unsigned i = 0; i < s.length; i++) /* without the lock: it may be what failed */
+		uart_putc(buffer[i]);
 	halt();
 }

@@ -134,6 +134,7 @@ int vm_mmio(struct vcpu *v, uint64_t ipa, unsigned size, int write, uint64_t *va
 
 _Noreturn void vm_stop(struct vm *vm, const char *why)
 {
+	vuart_flush(&vm->uart); /* (from any of its vCPUs: they are stopped or stopping) */
 	spin_lock(&vms_lock);
 	int last = 0;
 	if (vm->running) {

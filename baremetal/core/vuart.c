@@ -1,6 +1,7 @@
 /* A virtual PL011 (ARM DDI 0183) per VM: what Linux's amba-pl011 driver and a bare-metal guest
- * use, on the board's UART. Each piece of a VM's output starts a line with the VM's name, so
- * two VMs writing at once stay readable. Unknown offsets read as zero and ignore writes. */
+ * use, on the board's UART. A VM's output goes out a line at a time (or what it has, at its
+ * next trap that is not a UART access: a prompt before it waits), each line begun with the
+ * VM's name, so two VMs writing at once stay readable. Unknown offsets read as zero and ignore writes. */
 #include <stdint.h>
 
 #include "console.h"
@@ -17,27 +18,41 @@ enum {
 /* UARTPeriphID0-3 and UARTPCellID0-3: a PL011 r1p5, as the AMBA bus driver reads it */
 static const uint8_t ids[8] = {0x11, 0x10, 0x34, 0x00, 0x0d, 0xf0, 0x05, 0xb1};
 
-static spinlock_t output_lock;
-static const struct vuart *last_writer; /* whose output the board's UART shows last */
-static int at_line_start = 1;
-
-static void output(const struct vuart *u, char c)
+static void flush(struct vuart *u)
 {
-	spin_lock(&output_lock);
-	if (last_writer != u && !at_line_start)
-		uart_putc('\n');
-	if (last_writer != u || at_line_start)
-		print("[%s] ", u->name);
-	if (c != '\r')
-		uart_putc(c);
-	at_line_start = c == '\n';
-	last_writer = u;
-	spin_unlock(&output_lock);
+	if (u->length)
+		console_write(u, u->prefix, u->line, u->length);
+	u->length = 0;
+}
+
+static void output(struct vuart *u, char c)
+{
+	if (c == '\r')
+		return;
+	spin_lock(&u->lock);
+	u->line[u->length++] = c;
+	if (c == '\n' || u->length == VUART_LINE)
+		flush(u);
+	spin_unlock(&u->lock);
+}
+
+void vuart_flush(struct vuart *u)
+{
+	spin_lock(&u->lock);
+	flush(u);
+	spin_unlock(&u->lock);
 }
 
 void vuart_init(struct vuart *u, const char *name)
 {
-	u->name = name;
+	unsigned n = 0;
+	u->prefix[n++] = '[';
+	while (*name && n < sizeof u->prefix - 3)
+		u->prefix[n++] = *name++;
+	u->prefix[n++] = ']';
+	u->prefix[n++] = ' ';
+	u->prefix[n] = 0;
+	u->length = 0;
 	u->cr = 0x300; /* TXE | RXE, as after reset */
 	u->lcr_h = u->ibrd = u->fbrd = u->imsc = 0;
 	u->ifls = 0x12;

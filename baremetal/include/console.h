@@ -1,4 +1,4 @@
-/* The hypervisor's own output: the board's PL011, and a small printf. */
+/* The hypervisor's own output and the VMs' console lines, on the board's PL011. */
 #ifndef CONSOLE_H
 #define CONSOLE_H
 
@@ -6,7 +6,10 @@
 
 void uart_putc(char c);
 void print(const char *format, ...) __attribute__((format(printf, 1, 2)));
-void vprint(const char *format, va_list args);
 _Noreturn void panic(const char *format, ...) __attribute__((format(printf, 1, 2)));
+/* `length` bytes of `owner`'s output (0: the hypervisor), each line begun with `prefix` */
+void console_write(const void *owner, const char *prefix, const char *text, unsigned length);
+/* from now on writers take turns (called once the MMU is on, before other CPUs start) */
+void console_locking(void);
 
 #endif

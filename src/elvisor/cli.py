@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from elvisor import __version__
-from elvisor.config import CONSOLES, DEFAULT_CMDLINE
+from elvisor.config import CONSOLES, DEFAULT_CMDLINE, VmConfig
 from elvisor.errors import UserError
 from elvisor.units import parse_size
 
@@ -78,8 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--memory", default="512M", help="guest RAM (default: %(default)s)")
     run.add_argument("--cpus", type=int, default=1, help="vCPUs (default: %(default)s)")
     run.add_argument("--gic", type=int, choices=(2, 3), help="GIC version (default: v3 if any)")
-    run.add_argument("--binary", type=Path, help="bare-metal program: ELF, or raw with --load-addr")
-    run.add_argument("--load-addr", type=_address, help="where a raw --binary is loaded")
+    run.add_argument("--binary", type=Path, help="bare-metal program: ELF, or raw")
+    run.add_argument(
+        "--load-addr", type=_address, help="where a raw --binary goes (default: 512 KiB into RAM)"
+    )
     run.add_argument(
         "--dump-dtb",
         type=Path,
@@ -117,6 +119,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-rng", action="store_true", help="no virtio entropy device")
     run.add_argument("-v", "--verbose", action="store_true", help="timings and device logs")
+
+    baremetal = commands.add_parser(
+        "baremetal", help="the EL2 hypervisor in C, with VMs described as for run"
+    )
+    baremetal_commands = baremetal.add_subparsers(
+        dest="baremetal_command", required=True, metavar="COMMAND"
+    )
+    bm_build = baremetal_commands.add_parser("build", help="build a bootable image")
+    bm_build.add_argument("-o", "--output", type=Path, required=True, help="the image to write")
+    bm_build.add_argument(
+        "--platform", choices=("qemu-virt", "rpi4"), default="qemu-virt",
+        help="the board (default: %(default)s; rpi4: kernel8.img, untested on hardware)",
+    )  # fmt: skip
+    bm_run = baremetal_commands.add_parser("run", help="build an image and boot it under QEMU")
+    bm_run.add_argument("--cpu", default="max", help="QEMU's CPU model (default: %(default)s)")
+    bm_run.add_argument("--gdb", action="store_true", help="wait for gdb-multiarch on :1234")
+    for sub in (bm_build, bm_run):
+        sub.add_argument("--gic", type=int, choices=(2, 3), default=3, help="GIC version")
+        sub.add_argument("--kernel", type=Path, help="arm64 Linux Image or ELF (one VM)")
+        sub.add_argument("--initrd", type=Path, help="initial RAM disk")
+        sub.add_argument("--cmdline", help=f"kernel command line (default: {DEFAULT_CMDLINE!r})")
+        sub.add_argument("--binary", type=Path, help="bare-metal program (raw: 512 KiB into RAM)")
+        sub.add_argument("--memory", default="256M", help="the VM's RAM (default: %(default)s)")
+        sub.add_argument("--cpus", type=int, default=1, help="its vCPUs, one CPU each")
+        sub.add_argument("--vms", type=Path, metavar="FILE.toml",
+                         help="several VMs, statically partitioned: [[vm]] tables with the "
+                         "keys above")  # fmt: skip
 
     rootfs = commands.add_parser(
         "rootfs", help="an ext4 root filesystem of the default guest, for --disk and root="
@@ -233,6 +262,54 @@ def _cmd_run(args: argparse.Namespace, started: float) -> int:
     return result.exit_status
 
 
+def _baremetal_vms(args: argparse.Namespace) -> list[VmConfig]:
+    from elvisor.config import load_vms
+
+    if args.vms is not None:
+        return load_vms(args.vms)
+    kernel, initrd, cmdline = args.kernel, args.initrd, DEFAULT_CMDLINE
+    if kernel is None and args.binary is None:
+        from elvisor.images import default_guest
+
+        guest = default_guest()
+        kernel, initrd, cmdline = guest.kernel, initrd or guest.initrd, guest.cmdline
+    return [
+        VmConfig(
+            kernel=kernel,
+            initrd=initrd,
+            cmdline=args.cmdline if args.cmdline is not None else cmdline,
+            memory=parse_size(args.memory, default_unit="M"),
+            cpus=args.cpus,
+            binary=args.binary,
+        )
+    ]
+
+
+def _cmd_baremetal(args: argparse.Namespace) -> int:
+    import subprocess
+    import tempfile
+
+    from elvisor.baremetal import build, qemu
+
+    platform = build.PLATFORMS[getattr(args, "platform", "qemu-virt")]
+    vms = _baremetal_vms(args)
+    image = build.build(vms, platform, 2 if platform.name == "rpi4" else args.gic)
+    if args.baremetal_command == "build":
+        args.output.write_bytes(image.data)
+        print(f"{args.output}: {len(image.data)} bytes, needs {image.memory >> 20} MiB of RAM")
+        return 0
+    with tempfile.NamedTemporaryFile(prefix="elvisor-el2-", suffix=".img") as f:
+        f.write(image.data)
+        f.flush()
+        argv = qemu.command(Path(f.name), memory=image.memory, cpus=sum(v.cpus for v in vms),
+                            gic_version=args.gic, cpu=args.cpu, gdb=args.gdb)  # fmt: skip
+        if args.gdb:
+            print("elvisor: QEMU waits for gdb: gdb-multiarch "
+                  f"{build.BUILD / platform.name / 'elvisor-el2.elf'} -ex 'target remote :1234'",
+                  file=sys.stderr)  # fmt: skip
+        return subprocess.run(argv, check=False).returncode
+
+
 def _cmd_rootfs(args: argparse.Namespace) -> int:
     from elvisor.images import default_guest
     from elvisor.images.rootfs import build_rootfs
@@ -282,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args, started)
         if args.command == "kvm":
             return _cmd_kvm_info(args)
+        if args.command == "baremetal":
+            return _cmd_baremetal(args)
         if args.command == "rootfs":
             return _cmd_rootfs(args)
         return _cmd_doctor(args)

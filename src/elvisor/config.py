@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from elvisor.arch.arm64 import boot
 from elvisor.errors import UserError
+from elvisor.units import parse_size
 
 DEFAULT_MEMORY = 512 << 20
 MIN_MEMORY = 8 << 20
@@ -135,8 +137,8 @@ class VmConfig:
     memory: int = DEFAULT_MEMORY  # bytes
     cpus: int = 1
     gic: int | None = None  # 2 or 3; None: v3 where the host offers it
-    binary: Path | None = None  # a bare-metal program: raw (with load_addr) or ELF
-    load_addr: int | None = None
+    binary: Path | None = None  # a bare-metal program: raw or ELF
+    load_addr: int | None = None  # a raw binary's; None: 512 KiB into RAM, as a kernel Image
     reboot: bool = True  # PSCI SYSTEM_RESET reboots the guest (else the VM ends)
     pmu: bool = False  # a PMU v3 for the guest (the host's perf events back it)
     console: str = "serial"  # the guest's console: "serial" (PL011) or "virtio" (hvc0)
@@ -158,8 +160,6 @@ class VmConfig:
         if self.binary is not None:
             _readable(self.binary, "binary")
             is_elf = boot.kind_of(_head(self.binary)) == "elf"
-            if not is_elf and self.load_addr is None:
-                raise UserError(f"{self.binary} is a raw binary: give its --load-addr")
             if is_elf and self.load_addr is not None:
                 raise UserError(
                     f"{self.binary} is an ELF file: it says where it loads, drop --load-addr"
@@ -194,3 +194,53 @@ class VmConfig:
         for path in paths:
             if paths.count(path) > 1:
                 raise UserError(f"disk {path} is given twice")
+
+
+VM_TABLE_KEYS = {"kernel", "initrd", "cmdline", "binary", "memory", "cpus"}
+
+
+def load_vms(path: Path) -> list[VmConfig]:
+    """The VMs of a TOML file: `[[vm]]` tables with the keys of `elvisor run`'s options
+    (kernel, initrd, cmdline, binary, memory, cpus; paths relative to the file). A VM with
+    neither kernel nor binary boots the default guest."""
+    try:
+        tables = tomllib.loads(path.read_text()).get("vm")
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid TOML: {e}") from None
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+        raise UserError(f"{path}: describe each VM in a [[vm]] table")
+    return [_vm_from_table(path, i, table) for i, table in enumerate(tables)]
+
+
+def _vm_from_table(path: Path, index: int, table: dict[str, object]) -> VmConfig:
+    where = f"{path}, VM {index}"
+    unknown = set(table) - VM_TABLE_KEYS
+    if unknown:
+        raise UserError(f"{where}: unknown key {sorted(unknown)[0]!r} (known: "
+                        f"{', '.join(sorted(VM_TABLE_KEYS))})")  # fmt: skip
+    for key, value in table.items():
+        wanted = int if key == "cpus" else str
+        if not isinstance(value, wanted) or isinstance(value, bool):
+            raise UserError(f"{where}: {key} must be a {wanted.__name__}")
+
+    def file(key: str) -> Path | None:
+        value = table.get(key)
+        return None if value is None else path.parent / str(value)
+
+    kernel, initrd, binary = file("kernel"), file("initrd"), file("binary")
+    cmdline = DEFAULT_CMDLINE
+    if kernel is None and binary is None:
+        from elvisor.images import default_guest
+
+        guest = default_guest()
+        kernel, initrd, cmdline = guest.kernel, initrd or guest.initrd, guest.cmdline
+    return VmConfig(
+        kernel=kernel,
+        initrd=initrd,
+        cmdline=str(table.get("cmdline", cmdline)),
+        binary=binary,
+        memory=parse_size(str(table.get("memory", "256M")), default_unit="M"),
+        cpus=int(table.get("cpus", 1)),  # type: ignore[call-overload]
+    )

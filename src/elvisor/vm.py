@@ -338,10 +338,13 @@ class Vm:
         else:
             assert c.binary is not None
             data = c.binary.read_bytes()
-            if c.load_addr is None:
+            if boot.kind_of(data) == "elf":
                 loaded = boot.load_elf(self.memory, data, str(c.binary))
             else:
-                loaded = boot.load_raw(self.memory, data, c.load_addr, str(c.binary))
+                address = c.load_addr
+                if address is None:
+                    address = layout.RAM_BASE + boot.RAW_LOAD_OFFSET
+                loaded = boot.load_raw(self.memory, data, address, str(c.binary))
         initrd = c.initrd.read_bytes() if c.initrd else None
         where = boot.place_boot_blobs(
             self.memory, loaded, 0, None if initrd is None else len(initrd)

@@ -1,12 +1,11 @@
 // CPU 0 starts CPU 1 with PSCI CPU_ON; CPU 1 prints, checks the context value it was given
 // and raises a flag; CPU 0 waits for the flag and powers off.
     .include "common.inc"
-    .equ FLAG, 0x40100000
     .equ CONTEXT, 0x1234abcd
     .text
     .global _start
 _start:
-    ldr     x1, =FLAG
+    adr     x1, flag
     str     xzr, [x1]
     adr     x9, cpu0_message
     bl      puts
@@ -16,7 +15,7 @@ _start:
     ldr     x3, =CONTEXT
     hvc     #0
     cbnz    x0, cpu_on_failed
-    ldr     x1, =FLAG
+    adr     x1, flag
 wait:
     ldr     x2, [x1]
     cbz     x2, wait
@@ -38,7 +37,7 @@ secondary:
     b.ne    1f
     adr     x9, context_message
     bl      puts
-1:  ldr     x1, =FLAG
+1:  adr     x1, flag
     mov     x2, #1
     str     x2, [x1]
     b       .
@@ -46,6 +45,8 @@ secondary:
     define_puts
     define_power_off
 
+    .balign 8
+flag:            .quad 0                // (position-independent: for the EL2 hypervisor too)
 cpu0_message:    .asciz "cpu0: starting cpu1\n"
 cpu1_message:    .asciz "cpu1: up\n"
 context_message: .asciz "cpu1: context ok\n"

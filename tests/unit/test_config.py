@@ -37,7 +37,6 @@ def test_a_good_config(kernel) -> None:
         (lambda k, r, t: VmConfig(kernel=t / "nope"), "does not exist"),
         (lambda k, r, t: VmConfig(kernel=t), "is not a file"),
         (lambda k, r, t: VmConfig(kernel=r), "neither an arm64 Linux Image"),
-        (lambda k, r, t: VmConfig(binary=r), "give its --load-addr"),
         (lambda k, r, t: VmConfig(kernel=k, load_addr=0x4000_0000), "goes with --binary"),
         (lambda k, r, t: VmConfig(kernel=k, initrd=t / "nope"), "initrd .* does not exist"),
         (lambda k, r, t: VmConfig(kernel=k, memory=1 << 20), "too small"),
@@ -106,7 +105,7 @@ def test_elf_binary_needs_no_load_address(tmp_path) -> None:
     [
         (["--kernel", "/nonexistent/Image"], "kernel /nonexistent/Image does not exist"),
         (["--kernel", "/etc/hostname"], "neither an arm64 Linux Image"),
-        (["--binary", "/etc/hostname"], "give its --load-addr"),
+        (["--binary", "/nonexistent.bin"], "binary /nonexistent.bin does not exist"),
         (["--binary", "/etc/hostname", "--load-addr", "zero"], "is not an address"),
         (
             ["--binary", "/etc/hostname", "--load-addr", "0x40080000", "--memory", "1T"],

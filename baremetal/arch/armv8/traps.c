@@ -81,7 +81,10 @@ static void data_abort(struct frame *frame, struct vcpu *v)
 
 static void synchronous(struct frame *frame, struct vcpu *v)
 {
-	switch (ESR_EC(frame->esr)) {
+	uint64_t ec = ESR_EC(frame->esr);
+	if (ec != EC_DABT_LOW)
+		vuart_flush(&v->vm->uart);
+	switch (ec) {
 	case EC_HVC64: /* ELR is past the HVC already */
 		if (frame->esr & 0xffff)
 			frame->x[0] = (uint64_t)-1; /* SMCCC: only HVC #0 is a call */

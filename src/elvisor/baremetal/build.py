@@ -28,7 +28,6 @@ SOURCE = Path(__file__).resolve().parents[3] / "baremetal"
 BUILD = SOURCE.parent / "build" / "baremetal"
 RAM_ALIGN = 2 << 20  # VMs' RAM in 2 MiB blocks (stage 2 maps them whole)
 FIRMWARE_SLACK = 2 << 20  # room after the image for the device tree the loader adds
-RAW_LOAD_OFFSET = 0x80000  # a raw binary goes where a kernel Image would: 512 KiB into RAM
 UART = Placement("pl011", layout.UART_BASE, layout.UART_SIZE, layout.UART_SPI)
 
 
@@ -109,8 +108,10 @@ def _load(config: VmConfig, name: str, ram_base: int, first_cpu: int, gic_versio
             data = config.binary.read_bytes()
             if boot.kind_of(data) == "elf":
                 loaded = boot.load_elf(memory, data, str(config.binary))
+            elif config.load_addr is not None:
+                raise UserError("a VM's raw binary goes 512 KiB into its RAM: drop --load-addr")
             else:
-                address = ram_base + RAW_LOAD_OFFSET
+                address = ram_base + boot.RAW_LOAD_OFFSET
                 loaded = boot.load_raw(memory, data, address, str(config.binary))
         initrd = config.initrd.read_bytes() if config.initrd else None
         where = boot.place_boot_blobs(memory, loaded, 0, None if initrd is None else len(initrd))

@@ -23,6 +23,7 @@ ELF_MAGIC = b"\x7fELF"
 EM_AARCH64 = 183
 PT_LOAD = 1
 MAX_DECOMPRESSED = 256 << 20
+RAW_LOAD_OFFSET = 0x8_0000  # a raw binary with no address: where a kernel Image would go
 
 
 @dataclass(frozen=True)

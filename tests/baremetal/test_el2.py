@@ -1,0 +1,117 @@
+"""The EL2 hypervisor (baremetal/) under QEMU's virt machine with virtualization=on, on this
+host (software-emulated, no KVM needed): built and run by `elvisor baremetal`."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+GUESTS = ROOT / "build" / "guests"
+ELVISOR = [sys.executable, "-m", "elvisor", "baremetal"]
+TIMEOUT = 120  # against a hung machine, not a timing assertion
+
+
+def baremetal(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ELVISOR, *args], capture_output=True, text=True, timeout=TIMEOUT,
+                          stdin=subprocess.DEVNULL, check=False)  # fmt: skip
+
+
+def guest(name: str) -> str:
+    path = GUESTS / name
+    assert path.exists(), f"{path} is missing: run `make guests`"
+    return str(path)
+
+
+@pytest.mark.parametrize(("cpu", "gic"), [("max", "3"), ("cortex-a53", "2")])
+def test_banner_at_el2_then_a_guest_prints_and_powers_off(cpu: str, gic: str) -> None:
+    result = baremetal("run", "--cpu", cpu, "--gic", gic, "--binary", guest("hello.bin"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "elvisor EL2 on QEMU virt: CPU 0, MIDR" in out
+    assert ("Cortex-A53" in out) == (cpu == "cortex-a53")
+    assert "linux,dummy-virt, 1 CPU, memory 40000000-" in out  # from QEMU's device tree
+    assert "[vm0] hello from the guest\n" in out  # through the virtual PL011
+    assert out.index("hello from the guest") < out.index("VM vm0 powered off")  # PSCI
+    assert "no VM is left: powering off" in out
+
+
+def test_guest_starts_its_second_vcpu_with_psci() -> None:
+    result = baremetal("run", "--cpus", "2", "--binary", guest("smp.bin"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[vm0] cpu1: context ok\n[vm0] cpu0: cpu1 reported in\n" in result.stdout
+
+
+def test_a_guest_reading_hypervisor_memory_is_stopped_and_the_other_vm_lives_on(tmp_path):
+    vms = tmp_path / "vms.toml"
+    vms.write_text(
+        f'[[vm]]\nbinary = "{guest("read_hypervisor.bin")}"\nmemory = "64M"\n'
+        f'[[vm]]\nbinary = "{guest("smp.bin")}"\nmemory = "64M"\ncpus = 2\n'
+    )
+    result = baremetal("run", "--vms", str(vms))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "VM vm0: RAM 40400000-443fffff, CPUs 0-0" in out
+    assert "VM vm1: RAM 44400000-483fffff, CPUs 1-2" in out
+    assert "[vm0] reading the hypervisor's memory" in out
+    assert "VM vm0 vCPU 0: read outside its memory and devices: " in out
+    assert "FAR 0000000040080000 IPA 40080000" in out
+    assert "read it" not in out
+    assert "[vm1] cpu0: cpu1 reported in" in out  # the other VM went on
+    assert out.index("VM vm1 powered off") < out.index("no VM is left: powering off")
+
+
+def test_not_at_el2_is_said_plainly(tmp_path) -> None:
+    image = tmp_path / "el2.img"
+    built = baremetal("build", "-o", str(image), "--binary", guest("hello.bin"))
+    assert built.returncode == 0, built.stderr
+    qemu = subprocess.Popen(
+        ["qemu-system-aarch64", "-M", "virt", "-cpu", "max", "-m", "512M", "-nodefaults",
+         "-display", "none", "-serial", "stdio", "-kernel", str(image)],
+        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert qemu.stdout is not None
+        os.set_blocking(qemu.stdout.fileno(), False)
+        out, deadline = b"", time.monotonic() + TIMEOUT
+        while b"not EL2" not in out and time.monotonic() < deadline:
+            out += qemu.stdout.read() or b""
+            time.sleep(0.1)
+        assert b"elvisor: started at EL1, not EL2: " in out
+        assert qemu.poll() is None  # it stops there (the hypervisor cannot power off from EL1)
+    finally:
+        qemu.kill()
+        qemu.wait()
+
+
+def test_raspberry_pi_4_image_builds(tmp_path) -> None:
+    image = tmp_path / "kernel8.img"
+    built = baremetal("build", "--platform", "rpi4", "-o", str(image), "--binary",
+                      guest("hello.bin"))  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    data = image.read_bytes()
+    assert data[56:60] == b"ARM\x64"  # an arm64 Image, as the Pi's firmware loads kernel8.img
+    assert int.from_bytes(data[8:16], "little") == 0x80000  # text_offset
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[[vm]]\nbinary = 3\n", "VM 0: binary must be a str"),
+        ("[[vm]]\nbinary = 'hello.bin'\ndisk = 'x'\n", "VM 0: unknown key 'disk'"),
+        ("vm = 1\n", "describe each VM in a [[vm]] table"),
+        ("[[vm]\n", "is not valid TOML"),
+        ("[[vm]]\nbinary = 'x.bin'\ncpus = 9\n", "one CPU each: qemu-virt has 8"),
+    ],
+)
+def test_bad_vm_descriptions_are_one_line(tmp_path, toml: str, message: str) -> None:
+    (tmp_path / "x.bin").write_bytes(b"\x00" * 16)
+    vms = tmp_path / "vms.toml"
+    vms.write_text(toml)
+    result = baremetal("build", "-o", str(tmp_path / "img"), "--vms", str(vms))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
