@@ -216,16 +216,10 @@ def _address(text: str) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, started: float) -> int:
-    from elvisor.config import DiskConfig, NetConfig, VmConfig, parse_vsock
+    from elvisor.config import DiskConfig, NetConfig, boot_files, parse_vsock
     from elvisor.vm import Outcome, Vm, run_vm
 
-    kernel, initrd, cmdline = args.kernel, args.initrd, DEFAULT_CMDLINE
-    if kernel is None and args.binary is None:
-        from elvisor.images import default_guest
-
-        guest = default_guest()
-        kernel, initrd = guest.kernel, initrd or guest.initrd
-        cmdline = guest.cmdline
+    kernel, initrd, cmdline = boot_files(args.kernel, args.initrd, args.binary)
     if args.console == "virtio":
         cmdline = cmdline.replace("console=ttyAMA0", "console=hvc0")
     config = VmConfig(
@@ -263,16 +257,11 @@ def _cmd_run(args: argparse.Namespace, started: float) -> int:
 
 
 def _baremetal_vms(args: argparse.Namespace) -> list[VmConfig]:
-    from elvisor.config import load_vms
+    from elvisor.config import boot_files, load_vms
 
     if args.vms is not None:
         return load_vms(args.vms)
-    kernel, initrd, cmdline = args.kernel, args.initrd, DEFAULT_CMDLINE
-    if kernel is None and args.binary is None:
-        from elvisor.images import default_guest
-
-        guest = default_guest()
-        kernel, initrd, cmdline = guest.kernel, initrd or guest.initrd, guest.cmdline
+    kernel, initrd, cmdline = boot_files(args.kernel, args.initrd, args.binary)
     return [
         VmConfig(
             kernel=kernel,

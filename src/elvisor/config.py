@@ -196,6 +196,19 @@ class VmConfig:
                 raise UserError(f"disk {path} is given twice")
 
 
+def boot_files(
+    kernel: Path | None, initrd: Path | None, binary: Path | None
+) -> tuple[Path | None, Path | None, str]:
+    """(kernel, initrd, default command line) to boot: the default guest's (built on first
+    use) where neither a kernel nor a bare-metal binary is given."""
+    if kernel is not None or binary is not None:
+        return kernel, initrd, DEFAULT_CMDLINE
+    from elvisor.images import default_guest
+
+    guest = default_guest()
+    return guest.kernel, initrd or guest.initrd, guest.cmdline
+
+
 VM_TABLE_KEYS = {"kernel", "initrd", "cmdline", "binary", "memory", "cpus"}
 
 
@@ -229,13 +242,8 @@ def _vm_from_table(path: Path, index: int, table: dict[str, object]) -> VmConfig
         value = table.get(key)
         return None if value is None else path.parent / str(value)
 
-    kernel, initrd, binary = file("kernel"), file("initrd"), file("binary")
-    cmdline = DEFAULT_CMDLINE
-    if kernel is None and binary is None:
-        from elvisor.images import default_guest
-
-        guest = default_guest()
-        kernel, initrd, cmdline = guest.kernel, initrd or guest.initrd, guest.cmdline
+    binary = file("binary")
+    kernel, initrd, cmdline = boot_files(file("kernel"), file("initrd"), binary)
     return VmConfig(
         kernel=kernel,
         initrd=initrd,

@@ -19,6 +19,7 @@ from enum import IntEnum
 from pathlib import Path
 
 from elvisor.devices.virtio.device import VirtioDevice
+from elvisor.devices.virtio.guestlog import GuestLog
 from elvisor.devices.virtio.queue import Chain, split
 from elvisor.devices.virtio.spec import DeviceId, bit
 from elvisor.errors import UserError
@@ -32,7 +33,6 @@ MAX_ZEROES_SECTORS = 1 << 16  # per DISCARD or WRITE_ZEROES segment (32 MiB)
 MAX_ZEROES_SEGMENTS = 16
 VIRTIO_BLK_ID_BYTES = 20
 ZERO_CHUNK = bytes(1 << 20)
-MAX_LOGGED = 16
 
 
 class Feature(IntEnum):
@@ -143,7 +143,7 @@ class Block(VirtioDevice):
             MAX_ZEROES_SECTORS, MAX_ZEROES_SEGMENTS,  # write zeroes: sectors, segments
             1,  # write_zeroes_may_unmap
         )  # fmt: skip
-        self._logged = 0
+        self._guest_log = GuestLog(log, f"virtio-blk {self.path.name}")
 
     def config_space(self) -> bytes:
         return self._config
@@ -272,6 +272,4 @@ class Block(VirtioDevice):
             offset += os.pwrite(self.fd, memoryview(ZERO_CHUNK)[: end - offset], offset)
 
     def _guest_error(self, what: str) -> None:
-        if self._logged < MAX_LOGGED:
-            self._logged += 1
-            log.warning("virtio-blk %s: %s", self.path.name, what)
+        self._guest_log.warning(what)

@@ -21,6 +21,7 @@ from enum import IntEnum
 
 from elvisor.devices.bus import IrqLine
 from elvisor.devices.virtio.device import Activation, VirtioDevice
+from elvisor.devices.virtio.guestlog import GuestLog
 from elvisor.devices.virtio.queue import QueueError, SplitQueue
 from elvisor.devices.virtio.spec import TRANSPORT_FEATURES, Feature, Status, bit
 from elvisor.memory import GuestMemory
@@ -31,7 +32,6 @@ MAGIC_VALUE = 0x74726976  # "virt"
 VERSION = 2
 VENDOR_ID = 0x454C5653  # "ELVS"
 NO_SHARED_MEMORY = 0xFFFF_FFFF  # SHMLen of a region that does not exist
-MAX_LOGGED = 16  # guest mistakes logged per device
 
 
 class Reg(IntEnum):
@@ -129,7 +129,7 @@ class VirtioMmio:
             os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in device.queue_sizes
         ]
         self.offered = TRANSPORT_FEATURES | device.features
-        self._logged = 0
+        self._guest_log = GuestLog(log, f"virtio {device.device_id.name.lower()}")
         self._reset()
 
     def _reset(self) -> None:
@@ -374,9 +374,7 @@ class VirtioMmio:
             self._config_changed()
 
     def _guest_error(self, what: str) -> None:
-        if self._logged < MAX_LOGGED:
-            self._logged += 1
-            log.warning("virtio %s: %s", self.device.device_id.name.lower(), what)
+        self._guest_log.warning(what)
 
 
 def _half(current: int, high: int, value: int) -> int:

@@ -26,6 +26,7 @@ from elvisor.devices.tap import (
     Tap,
 )
 from elvisor.devices.virtio.device import Activation, VirtioDevice
+from elvisor.devices.virtio.guestlog import GuestLog
 from elvisor.devices.virtio.queue import Chain, split
 from elvisor.devices.virtio.spec import DeviceId, bit
 
@@ -103,7 +104,7 @@ class Net(VirtioDevice):
         self.features = BASIC_FEATURES
         if isinstance(backend, Tap):
             self.features |= sum(bit(f) for f in TAP_OFFLOADS)
-        self._dropped = 0
+        self._guest_log = GuestLog(log, "virtio-net", limit=8)
 
     def config_space(self) -> bytes:
         return config_space(self.mac)
@@ -201,6 +202,4 @@ class Net(VirtioDevice):
         return False
 
     def _drop(self, why: str) -> None:
-        self._dropped += 1
-        if self._dropped <= 8:
-            log.warning("virtio-net: %s", why)
+        self._guest_log.warning(why)
