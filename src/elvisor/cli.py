@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -275,9 +276,6 @@ def _baremetal_vms(args: argparse.Namespace) -> list[VmConfig]:
 
 
 def _cmd_baremetal(args: argparse.Namespace) -> int:
-    import subprocess
-    import tempfile
-
     from elvisor.baremetal import build, qemu
 
     platform = build.PLATFORMS[getattr(args, "platform", "qemu-virt")]
@@ -287,16 +285,19 @@ def _cmd_baremetal(args: argparse.Namespace) -> int:
         args.output.write_bytes(image.data)
         print(f"{args.output}: {len(image.data)} bytes, needs {image.memory >> 20} MiB of RAM")
         return 0
-    with tempfile.NamedTemporaryFile(prefix="elvisor-el2-", suffix=".img") as f:
-        f.write(image.data)
-        f.flush()
-        argv = qemu.command(Path(f.name), memory=image.memory, cpus=sum(v.cpus for v in vms),
-                            gic_version=args.gic, cpu=args.cpu, gdb=args.gdb)  # fmt: skip
-        if args.gdb:
-            print("elvisor: QEMU waits for gdb: gdb-multiarch "
-                  f"{build.BUILD / platform.name / 'elvisor-el2.elf'} -ex 'target remote :1234'",
-                  file=sys.stderr)  # fmt: skip
-        return subprocess.run(argv, check=False).returncode
+    # QEMU takes this process's place (signals and exit status are its own, nothing is left
+    # behind) and reads the image from a memory file it inherits: no temporary file
+    fd = os.memfd_create("elvisor-el2.img", 0)
+    os.write(fd, image.data)
+    argv = qemu.command(Path(f"/proc/self/fd/{fd}"), memory=image.memory,
+                        cpus=sum(v.cpus for v in vms), gic_version=args.gic, cpu=args.cpu,
+                        gdb=args.gdb)  # fmt: skip
+    if args.gdb:
+        elf = build.BUILD / platform.name / "elvisor-el2.elf"
+        print(f"elvisor: QEMU waits for gdb: gdb-multiarch {elf} -ex 'target remote :1234'",
+              file=sys.stderr, flush=True)  # fmt: skip
+    sys.stdout.flush()
+    os.execv(argv[0], argv)
 
 
 def _cmd_rootfs(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 host (software-emulated, no KVM needed): built and run by `elvisor baremetal`."""
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -115,3 +116,47 @@ def test_bad_vm_descriptions_are_one_line(tmp_path, toml: str, message: str) -> 
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def gdb_packet(sock: socket.socket, command: str) -> bytes:
+    """Send one gdb remote-protocol packet; its answer (after the acknowledgement)."""
+    checksum = sum(command.encode()) % 256
+    sock.sendall(f"${command}#{checksum:02x}".encode())
+    answer = b""
+    while not (answer.count(b"#") and len(answer) >= answer.rindex(b"#") + 3):
+        chunk = sock.recv(4096)
+        assert chunk, "the gdb stub hung up"
+        answer += chunk
+    assert answer.startswith(b"+"), answer  # acknowledged
+    sock.sendall(b"+")  # and we acknowledge the answer
+    return answer[1:]
+
+
+def test_gdb_holds_the_machine_until_it_says_continue() -> None:
+    qemu = subprocess.Popen([*ELVISOR, "run", "--gdb", "--binary", guest("hello.bin")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)  # fmt: skip
+    try:
+        assert qemu.stderr is not None and qemu.stdout is not None
+        assert b"gdb-multiarch" in qemu.stderr.readline()  # how to attach, said first
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", 1234), timeout=TIMEOUT)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "QEMU's gdb stub never listened"
+                time.sleep(0.2)
+        with sock:
+            assert gdb_packet(sock, "?").startswith(b"$T05")  # stopped, before any instruction
+            assert gdb_packet(sock, "g").startswith(b"$")  # the registers can be read
+            os.set_blocking(qemu.stdout.fileno(), False)
+            assert qemu.stdout.read() is None  # not a byte yet: the CPUs are held
+            os.set_blocking(qemu.stdout.fileno(), True)
+            sock.sendall(b"$c#63")  # continue
+            out, _ = qemu.communicate(timeout=TIMEOUT)
+        assert b"[vm0] hello from the guest" in out
+        assert qemu.returncode == 0
+    finally:
+        qemu.kill()
+        qemu.wait()
