@@ -55,8 +55,9 @@ static void check_vm(const struct config *config, const struct vm_config *c, uin
 	}
 }
 
-static void load(struct vm *vm, const struct config *config)
+static void load(struct vm *vm)
 {
+	const struct config *config = vm->image;
 	const struct vm_config *c = vm->config;
 	for (int p = 0; p < MAX_PAYLOADS; p++) {
 		const struct payload *l = &c->payloads[p];
@@ -91,9 +92,10 @@ void vms_create(const struct config *config, uint64_t image_start, uint64_t memo
 		struct vm *vm = &vms[i];
 		vm->id = i;
 		vm->config = c;
+		vm->image = config;
 		if (stage2_init(&vm->s2) || stage2_map(&vm->s2, c->ram_base, c->ram_base, c->ram_size, STAGE2_RAM))
 			panic("VM %s: out of stage-2 tables", c->name);
-		load(vm, config);
+		load(vm);
 		vuart_init(&vm->uart, c->name);
 		for (unsigned k = 0; k < c->cpus; k++) {
 			struct vcpu *v = &vm->vcpus[k];
@@ -130,6 +132,27 @@ int vm_mmio(struct vcpu *v, uint64_t ipa, unsigned size, int write, uint64_t *va
 		return 0;
 	}
 	return -1;
+}
+
+_Noreturn void vm_reset(struct vcpu *v)
+{
+	struct vm *vm = v->vm;
+	for (unsigned k = 0; k < vm->config->cpus; k++)
+		if (k != v->index && vm->vcpus[k].state != VCPU_OFF)
+			vm_stop(vm, "asked for a reset while other vCPUs ran: stopped (only a VM "
+				    "with one vCPU on can reset yet)");
+	vuart_flush(&vm->uart);
+	print("elvisor EL2: VM %s resets\n", vm->config->name);
+	load(vm);
+	struct vcpu *first = &vm->vcpus[0];
+	first->entry = vm->config->entry;
+	first->context = vm->config->dtb;
+	if (v != first)
+		v->state = VCPU_OFF;
+	__asm__ volatile("dmb ish" ::: "memory");
+	first->state = VCPU_ON_PENDING;
+	__asm__ volatile("dsb ish\n sev" ::: "memory");
+	cpu_restart(v->cpu);
 }
 
 _Noreturn void vm_stop(struct vm *vm, const char *why)

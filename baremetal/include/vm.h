@@ -25,6 +25,7 @@ struct vcpu {
 struct vm {
 	unsigned id;
 	const struct vm_config *config;
+	const struct config *image; /* where its payloads are, for a reset */
 	struct stage2 s2;
 	struct vcpu vcpus[MAX_CPUS];
 	struct vuart uart;
@@ -42,6 +43,8 @@ struct vcpu *current_vcpu(void);
 /* The vCPU's VM stops for good (powered off, or a fault: `why`); when it was the last VM
  * running, the machine powers off. Does not return: this physical CPU idles. */
 _Noreturn void vm_stop(struct vm *vm, const char *why);
+/* PSCI SYSTEM_RESET from `v`: the VM's payloads again, vCPU 0 from its entry. */
+_Noreturn void vm_reset(struct vcpu *v);
 /* Physical CPU `cpu` waits for its vCPU to be switched on, then runs it (called on a fresh
  * stack: cpu_restart() in boot.S). */
 _Noreturn void cpu_wait_for_vcpu(unsigned cpu);

@@ -160,3 +160,15 @@ def test_gdb_holds_the_machine_until_it_says_continue() -> None:
     finally:
         qemu.kill()
         qemu.wait()
+
+
+def test_system_reset_starts_the_vm_again() -> None:
+    qemu = subprocess.Popen([*ELVISOR, "run", "--binary", guest("reset.bin")],
+                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)  # fmt: skip
+    try:
+        assert qemu.stdout is not None
+        lines = [qemu.stdout.readline().rstrip() for _ in range(10)]  # banner, VM, 3 boots
+        assert lines[-6:] == [b"[vm0] booted", b"elvisor EL2: VM vm0 resets"] * 3, lines
+    finally:
+        qemu.kill()
+        qemu.wait()

@@ -84,7 +84,7 @@ void psci_call(struct frame *frame, struct vcpu *v)
 	case PSCI_SYSTEM_OFF:
 		vm_stop(v->vm, "powered off");
 	case PSCI_SYSTEM_RESET:
-		vm_stop(v->vm, "asked for a reset: stopped (a reset is not supported yet)");
+		vm_reset(v);
 	default:
 		result = PSCI_NOT_SUPPORTED;
 	}
