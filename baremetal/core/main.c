@@ -4,6 +4,7 @@
 #include "config.h"
 #include "console.h"
 #include "fdt.h"
+#include "gic.h"
 #include "firmware.h"
 #include "mmu.h"
 #include "platform.h"
@@ -45,6 +46,8 @@ _Noreturn void hypervisor_main(const void *fdt)
 	mmu_build();
 	mmu_enable();
 	console_locking();
+	gic_init();
+	gic_init_cpu();
 
 	unsigned cpus = facts.cpus < MAX_CPUS ? facts.cpus : MAX_CPUS;
 	vms_create((const struct config *)__image_end, (uint64_t)__image_start, facts.memory_base,
@@ -62,6 +65,7 @@ _Noreturn void hypervisor_main(const void *fdt)
 _Noreturn void secondary_main(unsigned cpu)
 {
 	mmu_enable();
+	gic_init_cpu();
 	cpu_restart(cpu);
 }
 

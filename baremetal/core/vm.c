@@ -12,6 +12,8 @@
 
 #define PAGE 4096ul
 #define PLATFORM_UART 0x09000000ul /* where each VM finds its virtual PL011 */
+#define VM_GIC 0x08000000ul /* its GIC's distributor and redistributors (emulation to come) */
+#define VM_GIC_SIZE 0x01000000ul
 
 static struct vm vms[MAX_VMS];
 static struct vcpu *cpu_vcpus[MAX_CPUS];
@@ -129,6 +131,11 @@ int vm_mmio(struct vcpu *v, uint64_t ipa, unsigned size, int write, uint64_t *va
 			vuart_write(&vm->uart, ipa - PLATFORM_UART, size, *value);
 		else
 			*value = vuart_read(&vm->uart, ipa - PLATFORM_UART, size);
+		return 0;
+	}
+	if (ipa >= VM_GIC && ipa < VM_GIC + VM_GIC_SIZE) { /* for now: reads as zero, ignores writes */
+		if (!write)
+			*value = 0;
 		return 0;
 	}
 	return -1;

@@ -10,10 +10,14 @@
 #define PLATFORM_NAME "QEMU virt"
 #define UART_BASE 0x09000000ul
 #define DEVICE_GIB_MASK 0x1ul /* which of the first 4 GiB hold devices: the first */
+#define GICD_BASE 0x08000000ul
+#define GICR_BASE 0x080a0000ul /* GICv3: one 128 KiB frame pair per CPU */
 #elif defined(PLATFORM_RPI4)
 #define PLATFORM_NAME "Raspberry Pi 4 (BCM2711)"
 #define UART_BASE 0xfe201000ul /* PL011 UART0, in the low-peripheral mode the firmware sets */
 #define DEVICE_GIB_MASK 0x8ul /* the peripherals and the GIC-400 are in the fourth GiB */
+#define GICD_BASE 0xff841000ul /* GIC-400 (GICv2) */
+#define GICR_BASE 0ul /* (none: GICv2) */
 #else
 #error "build with PLATFORM=qemu-virt or PLATFORM=rpi4"
 #endif

@@ -172,3 +172,16 @@ def test_system_reset_starts_the_vm_again() -> None:
     finally:
         qemu.kill()
         qemu.wait()
+
+
+@pytest.mark.parametrize("cpu", ["max", "cortex-a53"])
+def test_virtual_timer_interrupts_reach_each_vm_on_gicv3(tmp_path, cpu: str) -> None:
+    """Each VM's guest takes its own EL1 virtual timer's interrupts (list registers, linked to
+    the physical interrupt), on its own CPU."""
+    vms = tmp_path / "vms.toml"
+    vms.write_text(2 * f'[[vm]]\nbinary = "{guest("vtimer.bin")}"\nmemory = "64M"\n')
+    result = baremetal("run", "--cpu", cpu, "--gic", "3", "--vms", str(vms))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for vm in ("vm0", "vm1"):
+        assert f"[{vm}] vtimer: 3 interrupts taken\n" in result.stdout
+        assert f"VM {vm} powered off" in result.stdout

@@ -6,6 +6,7 @@
 
 #include "console.h"
 #include "frame.h"
+#include "gic.h"
 #include "vm.h"
 
 #define ESR_EC(esr) ((esr) >> 26 & 0x3f)
@@ -117,8 +118,12 @@ void handle_exception(struct frame *frame, unsigned long vector)
 	struct vcpu *v = current_vcpu();
 	if (!v->vm->running) /* stopped by another of its vCPUs */
 		vm_stop(v->vm, "stopped");
-	if (vector == VECTOR_LOWER_A64 + VECTOR_SYNC)
+	if (vector == VECTOR_LOWER_A64 + VECTOR_SYNC) {
 		synchronous(frame, v);
-	else
+	} else if (vector == VECTOR_LOWER_A64 + VECTOR_IRQ) {
+		vuart_flush(&v->vm->uart);
+		gic_irq(v);
+	} else {
 		guest_fault(frame, v, vector_names[vector]);
+	}
 }
