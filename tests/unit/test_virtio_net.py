@@ -71,3 +71,36 @@ def test_a_broken_device_stops_watching_its_backend():
     finally:
         transport.close()
         memory.close()
+
+
+def test_frames_for_a_congested_passt_are_dropped_whole_never_waited_for():
+    """passt's socket full: send() returns at once (the I/O thread must not wait while passt
+    may be waiting on us), the frame is dropped, and frames that went out are whole."""
+    passt = Passt.__new__(Passt)  # its socket only: no process
+    passt.sock, peer = socket.socketpair()
+    passt.fd, passt._ended, passt._unsent = passt.sock.fileno(), False, b""
+    passt.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    frame = [memoryview(b"\xab" * 1500)]
+    try:
+        results = [passt.send(frame) for _ in range(1000)]  # nobody reads the other end
+        assert results[0] and not results[-1]
+        sent = results.count(True)
+        peer.setblocking(False)
+        received = b""
+        while True:
+            while chunk := _read(peer):
+                received += chunk
+            if not passt._unsent:
+                break
+            passt._flush()  # the rest of a frame cut by the full socket
+        assert received == (b"\x00\x00\x05\xdc" + b"\xab" * 1500) * sent
+    finally:
+        passt.sock.close()
+        peer.close()
+
+
+def _read(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(65536)
+    except BlockingIOError:
+        return b""

@@ -5,6 +5,11 @@ passt runs as a child process on one end of a socket pair (`--fd`: no socket fil
 quits when our end closes, even if elvisor is killed). It speaks QEMU's stream protocol:
 each Ethernet frame preceded by its length, 32 bits big-endian. It answers the guest's DHCP,
 and maps the gateway's address to the host's loopback.
+
+Nothing here waits for passt: a frame for it when its socket is full is dropped (as a
+congested link drops it; TCP sends it again), so that the device's I/O thread is never stuck
+in a write while passt is stuck writing to us. A frame is never cut: when the socket takes
+only part of one, the rest goes out before the next frame.
 """
 
 from __future__ import annotations
@@ -56,9 +61,11 @@ class Passt:
         self._partial = bytearray()
         self._buffer = bytearray(READ_SIZE)
         self._ended = False
+        self._unsent = b""  # the rest of a frame passt has the start of
 
     def receive(self) -> bool:
         """Read what passt sent, into `frames`; False once passt has gone."""
+        self._flush()
         try:
             n = self.sock.recv_into(self._buffer, READ_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
@@ -85,21 +92,42 @@ class Passt:
             self.frames.popleft()
         return True
 
-    def send(self, frame: list[memoryview]) -> None:
-        """One Ethernet frame to passt (blocking: passt itself never blocks on us)."""
+    def send(self, frame: list[memoryview]) -> bool:
+        """One Ethernet frame to passt, without waiting; False if it was dropped (passt's
+        socket is full, or passt has gone)."""
         length = sum(len(v) for v in frame)
-        if not 0 < length <= MAX_FRAME or self._ended:
-            return
+        if not 0 < length <= MAX_FRAME or self._ended or not self._flush():
+            return False
         parts: list[bytes | memoryview] = [LENGTH.pack(length), *frame]
         try:
-            sent = self.sock.sendmsg(parts)
-            total = LENGTH.size + length
-            if sent < total:  # (a signal came in the middle)
-                self.sock.sendall(b"".join(bytes(p) for p in parts)[sent:])
+            sent = self.sock.sendmsg(parts, [], socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
         except OSError as e:
-            if not self._ended:
-                self._ended = True
-                log.warning("passt is not there any more (%s)", e.strerror)
+            self._gone(e)
+            return False
+        if sent < LENGTH.size + length:
+            self._unsent = b"".join(bytes(p) for p in parts)[sent:]
+            self._flush()
+        return True
+
+    def _flush(self) -> bool:
+        """Send the rest of a frame passt has the start of; True once nothing is left."""
+        while self._unsent and not self._ended:
+            try:
+                sent = self.sock.send(self._unsent, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False
+            except OSError as e:
+                self._gone(e)
+                break
+            self._unsent = self._unsent[sent:]
+        return True
+
+    def _gone(self, e: OSError) -> None:
+        if not self._ended:
+            self._ended = True
+            log.warning("passt is not there any more (%s)", e.strerror)
 
     def close(self) -> None:
         self._ended = True

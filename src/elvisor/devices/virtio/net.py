@@ -133,12 +133,14 @@ class Net(VirtioDevice):
     def _transmit(self, chain: Chain) -> int:
         if chain.readable_bytes <= VNET_HDR_SIZE:
             return 0
+        if isinstance(self.backend, Passt):  # (dropped when passt is congested, like a link)
+            self.backend.send(split(chain.readable, VNET_HDR_SIZE)[1])
+            return 0
         try:
-            if isinstance(self.backend, Tap):
-                os.writev(self.backend.fd, chain.readable)
-            else:
-                self.backend.send(split(chain.readable, VNET_HDR_SIZE)[1])
-        except OSError as e:  # the host's side is congested or down: the frame is lost
+            os.writev(self.backend.fd, chain.readable)
+        except BlockingIOError:  # the host's side is congested: the frame is lost
+            pass
+        except OSError as e:  # down
             self._drop(f"a frame to the host lost: {e.strerror}")
         return 0
 
