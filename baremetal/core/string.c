@@ -2,8 +2,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-void *memcpy(void *dest, const void *src, size_t n);
-void *memset(void *dest, int c, size_t n);
+#include "mem.h"
 
 void *memcpy(void *dest, const void *src, size_t n)
 {

@@ -7,6 +7,7 @@
 #include "console.h"
 #include "firmware.h"
 #include "lock.h"
+#include "mem.h"
 #include "mmu.h"
 #include "vm.h"
 
@@ -65,10 +66,7 @@ static void load(struct vm *vm)
 		const struct payload *l = &c->payloads[p];
 		if (!l->size)
 			continue;
-		const uint64_t *from = (const uint64_t *)((uint64_t)config + l->offset);
-		uint8_t *to = (uint8_t *)l->address;
-		for (uint64_t i = 0; i < l->size; i++)
-			to[i] = ((const uint8_t *)from)[i];
+		memcpy((void *)l->address, (const char *)config + l->offset, l->size);
 		clean_to_poc(l->address, l->size);
 	}
 }
