@@ -46,8 +46,9 @@ _Noreturn void hypervisor_main(const void *fdt)
 	mmu_build();
 	mmu_enable();
 	console_locking();
-	gic_init();
-	gic_init_cpu();
+	gic_select();
+	gic->init();
+	gic->init_cpu(0);
 
 	unsigned cpus = facts.cpus < MAX_CPUS ? facts.cpus : MAX_CPUS;
 	vms_create((const struct config *)__image_end, (uint64_t)__image_start, facts.memory_base,
@@ -59,13 +60,15 @@ _Noreturn void hypervisor_main(const void *fdt)
 		if (status != PSCI_SUCCESS)
 			panic("the firmware did not start CPU %u (PSCI CPU_ON: %ld)", cpu, status);
 	}
+	gic->route_spi(UART_INTID, 0); /* the console's input: taken by CPU 0 */
+	uart_receive_interrupt(1);
 	cpu_restart(0);
 }
 
 _Noreturn void secondary_main(unsigned cpu)
 {
 	mmu_enable();
-	gic_init_cpu();
+	gic->init_cpu(cpu);
 	cpu_restart(cpu);
 }
 

@@ -6,20 +6,25 @@
 
 #include "console.h"
 #include "firmware.h"
+#include "gic.h"
 #include "lock.h"
 #include "mem.h"
 #include "mmu.h"
+#include "vgic.h"
 #include "vm.h"
 
 #define PAGE 4096ul
-#define PLATFORM_UART 0x09000000ul /* where each VM finds its virtual PL011 */
-#define VM_GIC 0x08000000ul /* its GIC's distributor and redistributors (emulation to come) */
-#define VM_GIC_SIZE 0x01000000ul
+#define VM_UART 0x09000000ul /* where each VM finds its virtual PL011, */
+#define VM_UART_INTID 33 /* and its interrupt (SPI 1) */
+#define SWITCH_KEY 0x1c /* Ctrl-\\: the console's input goes to the next VM */
 
 static struct vm vms[MAX_VMS];
 static struct vcpu *cpu_vcpus[MAX_CPUS];
 static spinlock_t vms_lock;
 static unsigned vms_running;
+static spinlock_t input_lock;
+static struct vm *input_vm; /* the VM the console's input goes to */
+static int input_held; /* the board's UART keeps its input until that VM makes room */
 
 static int overlaps(uint64_t a, uint64_t a_size, uint64_t b, uint64_t b_size)
 {
@@ -93,10 +98,12 @@ void vms_create(const struct config *config, uint64_t image_start, uint64_t memo
 		vm->id = i;
 		vm->config = c;
 		vm->image = config;
-		if (stage2_init(&vm->s2) || stage2_map(&vm->s2, c->ram_base, c->ram_base, c->ram_size, STAGE2_RAM))
+		if (stage2_init(&vm->s2) || stage2_map(&vm->s2, c->ram_base, c->ram_base, c->ram_size, STAGE2_RAM) ||
+		    (!gic_v3() && stage2_map(&vm->s2, VGIC_GICC, GICV_BASE, VGIC_GICC_SIZE, STAGE2_DEVICE)))
 			panic("VM %s: out of stage-2 tables", c->name);
 		load(vm);
 		vuart_init(&vm->uart, c->name);
+		vgic_init(vm);
 		for (unsigned k = 0; k < c->cpus; k++) {
 			struct vcpu *v = &vm->vcpus[k];
 			v->vm = vm;
@@ -109,11 +116,16 @@ void vms_create(const struct config *config, uint64_t image_start, uint64_t memo
 		}
 		vm->running = 1;
 		vms_running++;
+		if (!input_vm)
+			input_vm = vm;
 		print("elvisor EL2: VM %s: RAM %lx-%lx, CPUs %u-%u, entry %lx\n", c->name, c->ram_base,
 		      c->ram_base + c->ram_size - 1, c->first_cpu, c->first_cpu + c->cpus - 1, c->entry);
 	}
 	if (!vms_running)
 		panic("the configuration has no VM");
+	if (vms_running > 1)
+		print("elvisor EL2: input goes to VM %s (Ctrl-\\ passes it to the next)\n",
+		      input_vm->config->name);
 }
 
 struct vcpu *vcpu_of_cpu(unsigned cpu)
@@ -124,39 +136,106 @@ struct vcpu *vcpu_of_cpu(unsigned cpu)
 int vm_mmio(struct vcpu *v, uint64_t ipa, unsigned size, int write, uint64_t *value)
 {
 	struct vm *vm = v->vm;
-	if (ipa >= PLATFORM_UART && ipa < PLATFORM_UART + PAGE) {
-		if (write)
-			vuart_write(&vm->uart, ipa - PLATFORM_UART, size, *value);
-		else
-			*value = vuart_read(&vm->uart, ipa - PLATFORM_UART, size);
-		return 0;
+	if (ipa - VM_UART >= PAGE)
+		return vgic_mmio(v, ipa, size, write, value);
+	if (write)
+		vuart_write(&vm->uart, ipa - VM_UART, size, *value);
+	else
+		*value = vuart_read(&vm->uart, ipa - VM_UART, size);
+	vgic_set_line(vm, VM_UART_INTID, vuart_interrupt(&vm->uart));
+	if (input_held && vm == input_vm && vuart_room(&vm->uart)) {
+		spin_lock(&input_lock);
+		if (input_held && vm == input_vm)
+			uart_receive_interrupt(1); /* what waited on the board's UART comes in now */
+		input_held = 0;
+		spin_unlock(&input_lock);
 	}
-	if (ipa >= VM_GIC && ipa < VM_GIC + VM_GIC_SIZE) { /* for now: reads as zero, ignores writes */
-		if (!write)
-			*value = 0;
-		return 0;
+	return 0;
+}
+
+/* the next running VM after `vm` (itself when no other runs) */
+static struct vm *next_vm(struct vm *vm)
+{
+	for (unsigned i = 1; i <= MAX_VMS; i++) {
+		struct vm *next = &vms[(vm->id + i) % MAX_VMS];
+		if (next->running)
+			return next;
 	}
-	return -1;
+	return vm;
+}
+
+void console_input(void)
+{
+	spin_lock(&input_lock);
+	struct vm *vm = input_vm;
+	int c;
+	while (!(input_held = !vuart_room(&vm->uart)) && (c = uart_getc()) >= 0) {
+		if (c == SWITCH_KEY) {
+			vm = input_vm = next_vm(vm);
+			print("elvisor EL2: input goes to VM %s\n", vm->config->name);
+		} else {
+			vuart_receive(&vm->uart, (char)c);
+		}
+	}
+	uart_receive_interrupt(!input_held);
+	spin_unlock(&input_lock);
+	vgic_set_line(vm, VM_UART_INTID, vuart_interrupt(&vm->uart));
+}
+
+void vm_check(struct vcpu *v)
+{
+	struct vm *vm = v->vm;
+	if (vm->running && !vm->resetting)
+		return;
+	if (vm->resetting) {
+		v->state = VCPU_OFF;
+		__asm__ volatile("dsb ish\n sev" ::: "memory");
+	}
+	cpu_restart(v->cpu);
+}
+
+/* every vCPU of `vm` but `v` that runs takes a trap (and looks at vm_check) */
+static void kick_others(struct vm *vm, struct vcpu *v)
+{
+	for (unsigned k = 0; k < vm->config->cpus; k++)
+		if (k != v->index && vm->vcpus[k].state == VCPU_ON)
+			gic->kick(vm->vcpus[k].cpu);
 }
 
 _Noreturn void vm_reset(struct vcpu *v)
 {
 	struct vm *vm = v->vm;
-	for (unsigned k = 0; k < vm->config->cpus; k++)
-		if (k != v->index && vm->vcpus[k].state != VCPU_OFF)
-			vm_stop(vm, "asked for a reset while other vCPUs ran: stopped (only a VM "
-				    "with one vCPU on can reset yet)");
+	spin_lock(&vms_lock);
+	int first = !vm->resetting;
+	vm->resetting = 1;
+	spin_unlock(&vms_lock);
+	if (!first) /* another of its vCPUs asked too: that one resets it */
+		vm_check(v);
 	vuart_flush(&vm->uart);
 	print("elvisor EL2: VM %s resets\n", vm->config->name);
+	kick_others(vm, v);
+	for (unsigned k = 0; k < vm->config->cpus; k++) { /* each switches off at its next trap */
+		struct vcpu *other = &vm->vcpus[k];
+		if (other != v && other->state == VCPU_ON_PENDING)
+			other->state = VCPU_OFF;
+		while (other != v && other->state != VCPU_OFF)
+			__asm__ volatile("wfe" ::: "memory");
+	}
 	load(vm);
-	struct vcpu *first = &vm->vcpus[0];
-	first->entry = vm->config->entry;
-	first->context = vm->config->dtb;
-	if (v != first)
-		v->state = VCPU_OFF;
+	vuart_init(&vm->uart, vm->config->name);
+	spin_lock(&vm->gic.lock);
+	vgic_init(vm);
+	spin_unlock(&vm->gic.lock);
+	struct vcpu *boot = &vm->vcpus[0];
+	boot->entry = vm->config->entry;
+	boot->context = vm->config->dtb;
+	v->state = VCPU_OFF;
+	boot->state = VCPU_ON_PENDING;
 	__asm__ volatile("dmb ish" ::: "memory");
-	first->state = VCPU_ON_PENDING;
-	__asm__ volatile("dsb ish\n sev" ::: "memory");
+	vm->resetting = 0;
+	__asm__ volatile("dsb ish" ::: "memory");
+	if (boot != v)
+		gic->kick(boot->cpu);
 	cpu_restart(v->cpu);
 }
 
@@ -171,10 +250,18 @@ _Noreturn void vm_stop(struct vm *vm, const char *why)
 		print("elvisor EL2: VM %s %s\n", vm->config->name, why);
 	}
 	spin_unlock(&vms_lock);
-	__asm__ volatile("dsb ish\n sev" ::: "memory"); /* its other vCPUs' CPUs, if waiting */
+	kick_others(vm, current_vcpu());
 	if (last) {
 		print("elvisor EL2: no VM is left: powering off\n");
 		firmware_system_off();
 	}
-	cpu_idle();
+	spin_lock(&input_lock);
+	if (input_vm == vm && next_vm(vm) != vm) {
+		input_vm = next_vm(vm);
+		print("elvisor EL2: input goes to VM %s\n", input_vm->config->name);
+		uart_receive_interrupt(1);
+		input_held = 0;
+	}
+	spin_unlock(&input_lock);
+	cpu_restart(this_cpu());
 }

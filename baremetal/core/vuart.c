@@ -1,7 +1,10 @@
 /* A virtual PL011 (ARM DDI 0183) per VM: what Linux's amba-pl011 driver and a bare-metal guest
- * use, on the board's UART. A VM's output goes out a line at a time (or what it has, at its
- * next trap that is not a UART access: a prompt before it waits), each line begun with the
- * VM's name, so two VMs writing at once stay readable. Unknown offsets read as zero and ignore writes. */
+ * use, on the board's UART. A VM's output goes out a line at a time (or what it has when it
+ * next waits or calls the hypervisor: a prompt before it waits for input), each line begun with the
+ * VM's name, so two VMs writing at once stay readable. Its transmit FIFO is always empty (the
+ * transmit interrupt always raised, for the driver to mask when it has nothing to send); its
+ * receive FIFO holds the console's input until the guest reads it, and raises the receive
+ * and receive-timeout interrupts while it does. Unknown offsets read as zero and ignore writes. */
 #include <stdint.h>
 
 #include "console.h"
@@ -14,7 +17,11 @@ enum {
 	UARTMIS = 0x040, UARTICR = 0x044, UARTDMACR = 0x048, UARTPERIPHID0 = 0xfe0,
 };
 #define UARTFR_RXFE (1u << 4)
+#define UARTFR_RXFF (1u << 6)
 #define UARTFR_TXFE (1u << 7)
+#define UART_RXI (1u << 4) /* the interrupt bits of UARTRIS, UARTMIS, UARTIMSC */
+#define UART_TXI (1u << 5)
+#define UART_RTI (1u << 6)
 /* UARTPeriphID0-3 and UARTPCellID0-3: a PL011 r1p5, as the AMBA bus driver reads it */
 static const uint8_t ids[8] = {0x11, 0x10, 0x34, 0x00, 0x0d, 0xf0, 0x05, 0xb1};
 
@@ -29,11 +36,14 @@ static void output(struct vuart *u, char c)
 {
 	if (c == '\r')
 		return;
-	spin_lock(&u->lock);
 	u->line[u->length++] = c;
 	if (c == '\n' || u->length == VUART_LINE)
 		flush(u);
-	spin_unlock(&u->lock);
+}
+
+static uint32_t raw_interrupts(const struct vuart *u)
+{
+	return UART_TXI | (u->count ? UART_RXI | UART_RTI : 0);
 }
 
 void vuart_flush(struct vuart *u)
@@ -52,20 +62,31 @@ void vuart_init(struct vuart *u, const char *name)
 	u->prefix[n++] = ']';
 	u->prefix[n++] = ' ';
 	u->prefix[n] = 0;
-	u->length = 0;
+	u->length = u->head = u->count = 0;
 	u->cr = 0x300; /* TXE | RXE, as after reset */
 	u->lcr_h = u->ibrd = u->fbrd = u->imsc = 0;
 	u->ifls = 0x12;
 }
 
-uint64_t vuart_read(struct vuart *u, uint64_t offset, unsigned size)
+static uint32_t receive(struct vuart *u)
 {
-	(void)size;
+	if (!u->count)
+		return 0;
+	uint32_t c = (unsigned char)u->fifo[u->head];
+	u->head = (u->head + 1) % VUART_FIFO;
+	u->count--;
+	return c;
+}
+
+static uint64_t read_register(struct vuart *u, uint64_t offset)
+{
 	if (offset >= UARTPERIPHID0 && offset < UARTPERIPHID0 + 0x20 && !(offset & 3))
 		return ids[(offset - UARTPERIPHID0) / 4];
 	switch (offset) {
+	case UARTDR:
+		return receive(u);
 	case UARTFR:
-		return UARTFR_TXFE | UARTFR_RXFE; /* sends at once; nothing to receive (yet) */
+		return UARTFR_TXFE | (u->count ? 0 : UARTFR_RXFE) | (u->count == VUART_FIFO ? UARTFR_RXFF : 0);
 	case UARTIBRD:
 		return u->ibrd;
 	case UARTFBRD:
@@ -78,14 +99,28 @@ uint64_t vuart_read(struct vuart *u, uint64_t offset, unsigned size)
 		return u->ifls;
 	case UARTIMSC:
 		return u->imsc;
-	default: /* UARTDR with nothing received, UARTRIS, UARTMIS, ...: zero */
+	case UARTRIS:
+		return raw_interrupts(u);
+	case UARTMIS:
+		return raw_interrupts(u) & u->imsc;
+	default: /* UARTRSR (no errors), UARTDMACR, ...: zero */
 		return 0;
 	}
+}
+
+uint64_t vuart_read(struct vuart *u, uint64_t offset, unsigned size)
+{
+	(void)size;
+	spin_lock(&u->lock);
+	uint64_t value = read_register(u, offset);
+	spin_unlock(&u->lock);
+	return value;
 }
 
 void vuart_write(struct vuart *u, uint64_t offset, unsigned size, uint64_t value)
 {
 	(void)size;
+	spin_lock(&u->lock);
 	switch (offset) {
 	case UARTDR:
 		output(u, (char)value);
@@ -108,7 +143,28 @@ void vuart_write(struct vuart *u, uint64_t offset, unsigned size, uint64_t value
 	case UARTIMSC:
 		u->imsc = value & 0x7ff;
 		break;
-	default: /* UARTRSR, UARTICR, UARTDMACR, read-only registers: nothing to do */
+	default: /* UARTRSR, UARTICR (the interrupts follow the FIFOs), UARTDMACR, read-only ones */
 		break;
 	}
+	spin_unlock(&u->lock);
+}
+
+int vuart_room(struct vuart *u)
+{
+	return u->count < VUART_FIFO;
+}
+
+void vuart_receive(struct vuart *u, char c)
+{
+	spin_lock(&u->lock);
+	if (u->count < VUART_FIFO) {
+		u->fifo[(u->head + u->count) % VUART_FIFO] = c;
+		u->count++;
+	}
+	spin_unlock(&u->lock);
+}
+
+int vuart_interrupt(struct vuart *u)
+{
+	return (raw_interrupts(u) & u->imsc) != 0;
 }

@@ -1,5 +1,5 @@
-/* The board's PL011 UART (ARM DDI 0183), as the firmware or QEMU left it set up: transmit only,
- * polled. */
+/* The board's PL011 UART (ARM DDI 0183), as the firmware or QEMU left it set up: output
+ * polled, input taken at its receive interrupt. */
 #include <stdint.h>
 
 #include "console.h"
@@ -7,7 +7,11 @@
 
 #define UARTDR 0x000
 #define UARTFR 0x018
+#define UARTFR_RXFE (1u << 4) /* receive FIFO empty */
 #define UARTFR_TXFF (1u << 5) /* transmit FIFO full */
+#define UARTIMSC 0x038
+#define UARTIMSC_RXIM (1u << 4)
+#define UARTIMSC_RTIM (1u << 6) /* receive timeout: fewer characters than the FIFO's level */
 
 static volatile uint32_t *uart_register(unsigned long offset)
 {
@@ -21,4 +25,16 @@ void uart_putc(char c)
 	while (*uart_register(UARTFR) & UARTFR_TXFF)
 		;
 	*uart_register(UARTDR) = (uint32_t)(unsigned char)c;
+}
+
+int uart_getc(void)
+{
+	if (*uart_register(UARTFR) & UARTFR_RXFE)
+		return -1;
+	return *uart_register(UARTDR) & 0xff;
+}
+
+void uart_receive_interrupt(int on)
+{
+	*uart_register(UARTIMSC) = on ? UARTIMSC_RXIM | UARTIMSC_RTIM : 0;
 }

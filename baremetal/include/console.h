@@ -5,6 +5,8 @@
 #include <stdarg.h>
 
 void uart_putc(char c);
+int uart_getc(void); /* a received character, or -1 */
+void uart_receive_interrupt(int on); /* the board's UART interrupts while it holds input */
 void print(const char *format, ...) __attribute__((format(printf, 1, 2)));
 _Noreturn void panic(const char *format, ...) __attribute__((format(printf, 1, 2)));
 /* `length` bytes of `owner`'s output (0: the hypervisor), each line begun with `prefix` */

@@ -30,7 +30,5 @@ static inline int64_t firmware_call(uint64_t function, uint64_t a, uint64_t b, u
 }
 
 _Noreturn void firmware_system_off(void);
-/* The calling physical CPU does nothing more (no vCPU, or its VM stopped). */
-_Noreturn void cpu_idle(void);
 
 #endif

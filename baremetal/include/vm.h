@@ -8,6 +8,7 @@
 #include "frame.h"
 #include "platform.h"
 #include "stage2.h"
+#include "vgic.h"
 #include "vuart.h"
 
 enum vcpu_state { VCPU_OFF, VCPU_ON_PENDING, VCPU_ON };
@@ -20,6 +21,7 @@ struct vcpu {
 	unsigned cpu; /* the physical CPU it runs on */
 	volatile enum vcpu_state state;
 	uint64_t entry, context; /* where the next start goes, and its x0 */
+	struct vgic_cpu gic;
 };
 
 struct vm {
@@ -29,7 +31,9 @@ struct vm {
 	struct stage2 s2;
 	struct vcpu vcpus[MAX_CPUS];
 	struct vuart uart;
+	struct vgic gic;
 	volatile int running; /* cleared for good when it powers off or is stopped */
+	volatile int resetting; /* its vCPUs are asked to switch off, for a reset */
 };
 
 /* Check the configuration against the machine, copy each VM's payloads into its RAM and build
@@ -38,8 +42,13 @@ void vms_create(const struct config *config, uint64_t image_start, uint64_t memo
 		uint64_t memory_size, unsigned cpus);
 /* The vCPU that physical CPU `cpu` runs, or 0. */
 struct vcpu *vcpu_of_cpu(unsigned cpu);
-/* The calling physical CPU's vCPU (while it runs one). */
+/* The calling physical CPU's vCPU (while it runs one), and its index. */
 struct vcpu *current_vcpu(void);
+unsigned this_cpu(void);
+/* At a trap of `v`: when its VM stopped or resets, `v` stops here (does not return). */
+void vm_check(struct vcpu *v);
+/* Input from the board's UART, for the VM that has the console's input. */
+void console_input(void);
 /* The vCPU's VM stops for good (powered off, or a fault: `why`); when it was the last VM
  * running, the machine powers off. Does not return: this physical CPU idles. */
 _Noreturn void vm_stop(struct vm *vm, const char *why);
@@ -49,6 +58,10 @@ _Noreturn void vm_reset(struct vcpu *v);
  * stack: cpu_restart() in boot.S). */
 _Noreturn void cpu_wait_for_vcpu(unsigned cpu);
 _Noreturn void cpu_restart(unsigned cpu);
+/* Until an interrupt, with none of this CPU's vCPUs running: it takes them itself. */
+void cpu_wait(void);
+/* The physical interrupts pending at this CPU, taken: while `v` ran (or 0, none ran). */
+void take_interrupts(struct vcpu *v);
 /* Start `v` at (entry, x0) on the calling physical CPU. */
 _Noreturn void vcpu_enter(struct vcpu *v);
 

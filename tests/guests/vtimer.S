@@ -1,8 +1,10 @@
 // Takes three interrupts of the EL1 virtual timer through the GICv3 CPU interface, then
 // powers off: the virtual timer's interrupt delivered to the guest (by KVM, or by elvisor's
-// EL2 hypervisor through a list register). The timer's PPI is enabled at the redistributor
-// in the VMM's memory map.
+// EL2 hypervisor through a list register). The distributor forwards group 1 and the timer's
+// PPI is enabled at the redistributor, in the VMM's memory map.
     .include "common.inc"
+    .equ GICD_CTLR, 0x08000000
+    .equ GICD_CTLR_ARE_ENABLE_G1, (1 << 4) | (1 << 1)
     .equ GICR_SGI_ISENABLER0, 0x080a0000 + 0x10000 + 0x100
     .equ INTID_VTIMER, 27
     .equ TICKS, 10000
@@ -13,6 +15,9 @@ _start:
     bl      puts
     adr     x0, vectors
     msr     vbar_el1, x0
+    ldr     x1, =GICD_CTLR
+    mov     w0, #GICD_CTLR_ARE_ENABLE_G1
+    str     w0, [x1]
     ldr     x1, =GICR_SGI_ISENABLER0
     mov     w0, #(1 << INTID_VTIMER)
     str     w0, [x1]

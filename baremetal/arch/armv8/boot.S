@@ -77,8 +77,6 @@ enter_guest:
     mov     sp, x0
     b       exception_return
 
-    .global cpu_idle
-cpu_idle:
     .global halt
 halt:
     wfe

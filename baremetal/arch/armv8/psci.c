@@ -6,6 +6,7 @@
 #include "console.h"
 #include "firmware.h"
 #include "frame.h"
+#include "gic.h"
 #include "vm.h"
 
 #define PSCI_VERSION_1_0 0x10000u
@@ -34,7 +35,7 @@ static int64_t cpu_on(struct vcpu *v, uint64_t mpidr, uint64_t entry, uint64_t c
 	t->context = context;
 	__asm__ volatile("dmb ish" ::: "memory");
 	t->state = VCPU_ON_PENDING;
-	__asm__ volatile("dsb ish\n sev" ::: "memory");
+	gic->kick(t->cpu); /* its CPU waits for an interrupt */
 	return PSCI_SUCCESS;
 }
 

@@ -7,6 +7,8 @@
 #include "console.h"
 #include "frame.h"
 #include "gic.h"
+#include "platform.h"
+#include "vgic.h"
 #include "vm.h"
 
 #define ESR_EC(esr) ((esr) >> 26 & 0x3f)
@@ -25,6 +27,15 @@
 #define ISS_DABT_SF (1ul << 15) /* the register is 64-bit */
 #define ISS_DABT_S1PTW (1ul << 7) /* a fault on the guest's own page-table walk */
 #define ISS_DABT_WNR (1ul << 6) /* a write */
+/* EC_SYSREG: which register (Op0, Op2, Op1, CRn, CRm), Rt, and a read (1) or a write */
+#define ISS_SYSREG(op0, op1, crn, crm, op2)                                                        \
+	((uint64_t)(op0) << 20 | (op2) << 17 | (op1) << 14 | (crn) << 10 | (crm) << 1)
+#define ISS_SYSREG_WHICH(esr) ((esr) & ISS_SYSREG(3, 7, 15, 15, 7))
+#define ISS_SYSREG_RT(esr) ((esr) >> 5 & 31)
+#define ISS_SYSREG_READ 1ul
+#define ICC_SGI1R_EL1 ISS_SYSREG(3, 0, 12, 11, 5) /* GICv3 SGIs: they always trap (IMO, FMO) */
+#define ICC_ASGI1R_EL1 ISS_SYSREG(3, 0, 12, 11, 6)
+#define ICC_SGI0R_EL1 ISS_SYSREG(3, 0, 12, 11, 7)
 
 struct access {
 	uint64_t ipa;
@@ -80,11 +91,22 @@ static void data_abort(struct frame *frame, struct vcpu *v)
 	frame->elr += esr & ESR_IL ? 4 : 2;
 }
 
+static void system_register(struct frame *frame, struct vcpu *v)
+{
+	uint64_t esr = frame->esr, which = ISS_SYSREG_WHICH(esr);
+	unsigned rt = ISS_SYSREG_RT(esr);
+	if (esr & ISS_SYSREG_READ ||
+	    (which != ICC_SGI1R_EL1 && which != ICC_ASGI1R_EL1 && which != ICC_SGI0R_EL1))
+		guest_fault(frame, v, "system register access the hypervisor does not emulate");
+	vgic_sgi1r(v, rt == 31 ? 0 : frame->x[rt]);
+	frame->elr += 4;
+}
+
 static void synchronous(struct frame *frame, struct vcpu *v)
 {
 	uint64_t ec = ESR_EC(frame->esr);
-	if (ec != EC_DABT_LOW)
-		vuart_flush(&v->vm->uart);
+	if (ec == EC_WFX || ec == EC_HVC64 || ec == EC_SMC64)
+		vuart_flush(&v->vm->uart); /* it waits, or calls: a prompt shows */
 	switch (ec) {
 	case EC_HVC64: /* ELR is past the HVC already */
 		if (frame->esr & 0xffff)
@@ -96,10 +118,13 @@ static void synchronous(struct frame *frame, struct vcpu *v)
 		psci_call(frame, v);
 		frame->elr += 4;
 		break;
-	case EC_WFX:
-		if (!(frame->esr & ISS_WFX_WFE))
-			__asm__ volatile("dsb sy\n wfi"); /* until an interrupt (routed here) is pending */
+	case EC_WFX: /* a WFI waits for an interrupt (a physical one: they all come here first) */
+		if (!(frame->esr & ISS_WFX_WFE) && !vgic_pending(v))
+			__asm__ volatile("dsb sy\n wfi");
 		frame->elr += 4;
+		break;
+	case EC_SYSREG:
+		system_register(frame, v);
 		break;
 	case EC_DABT_LOW:
 		data_abort(frame, v);
@@ -116,14 +141,31 @@ void handle_exception(struct frame *frame, unsigned long vector)
 		panic("exception at EL2 (%s): ESR %016lx ELR %016lx FAR %016lx", vector_names[vector],
 		      frame->esr, frame->elr, frame->far);
 	struct vcpu *v = current_vcpu();
-	if (!v->vm->running) /* stopped by another of its vCPUs */
-		vm_stop(v->vm, "stopped");
+	vgic_fold(v);
+	vm_check(v);
 	if (vector == VECTOR_LOWER_A64 + VECTOR_SYNC) {
 		synchronous(frame, v);
 	} else if (vector == VECTOR_LOWER_A64 + VECTOR_IRQ) {
-		vuart_flush(&v->vm->uart);
-		gic_irq(v);
+		take_interrupts(v);
 	} else {
 		guest_fault(frame, v, vector_names[vector]);
+	}
+	vm_check(v); /* (a kick may have ended its wait) */
+	vgic_flush(v);
+}
+
+void take_interrupts(struct vcpu *v)
+{
+	for (;;) {
+		unsigned iar = gic->ack(), intid = GIC_INTID(iar);
+		if (intid >= INTID_SPURIOUS)
+			return;
+		if (intid == INTID_VTIMER && v) {
+			vgic_hw_irq(v, intid); /* active until its guest deactivates it */
+			continue;
+		}
+		if (intid == UART_INTID)
+			console_input();
+		gic->deactivate(iar); /* a kick, a maintenance interrupt: the trap was the point */
 	}
 }

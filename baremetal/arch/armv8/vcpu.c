@@ -1,11 +1,16 @@
 /* Running a vCPU on the calling physical CPU: the EL2 controls for guests, then the guest's
- * first entry at EL1 (the arm64 boot protocol: MMU off, x0 = its device tree). */
+ * first entry at EL1 (the arm64 boot protocol: MMU off, x0 = its device tree). Each vCPU has
+ * a physical CPU of its own, so its EL1 system registers, timer and virtual CPU interface stay
+ * in that CPU's registers across its traps: only the general-purpose registers are saved, in
+ * the frame at the top of the CPU's stack. */
 #include <stdint.h>
 
 #include "console.h"
 #include "firmware.h"
+#include "gic.h"
 #include "platform.h"
 #include "sysreg.h"
+#include "vgic.h"
 #include "vm.h"
 
 #define HCR_VM (1ul << 0) /* stage 2 on */
@@ -19,13 +24,21 @@
 #define HCR_TWE (1ul << 14)
 #define HCR_TSC (1ul << 19) /* SMC traps */
 #define HCR_RW (1ul << 31) /* EL1 is AArch64 */
+#define HCR_APK (1ul << 40) /* pointer authentication: its keys and instructions do not trap */
+#define HCR_API (1ul << 41)
 #define HCR_GUEST                                                                                  \
 	(HCR_RW | HCR_TSC | HCR_TWE | HCR_TWI | HCR_BSU_INNER | HCR_FB | HCR_AMO | HCR_IMO |        \
 	 HCR_FMO | HCR_SWIO | HCR_VM)
 #define CNTHCTL_EL1PCTEN (1ul << 0) /* EL1 reads the physical counter; its physical timer traps */
-#define CPTR_EL2_RES1 0x33fful /* and TFP clear: FP and SIMD do not trap */
+#define CPTR_EL2_RES1 0x22fful /* and TFP clear: FP and SIMD do not trap */
+#define CPTR_EL2_TZ (1ul << 8) /* SVE traps (RES1 without SVE) */
+#define CPTR_EL2_TSM (1ul << 12) /* SME traps (RES1 without SME) */
+#define HCRX_MSCEN (1ul << 11) /* the memory copy and set instructions (FEAT_MOPS) */
+#define HCRX_TCR2EN (1ul << 14) /* TCR2_EL1 (FEAT_TCR2) */
+#define HCRX_SCTLR2EN (1ul << 15) /* SCTLR2_EL1 (FEAT_SCTLR2) */
 #define SCTLR_EL1_RESET 0x30d00800ul /* RES1 bits; MMU and caches off */
 #define SPSR_EL1H_MASKED 0x3c5ul /* EL1 with SP_EL1, D, A, I and F masked */
+#define field(value, shift) ((value) >> (shift) & 0xf) /* an ID register's 4-bit field */
 
 struct pcpu {
 	unsigned index;
@@ -40,6 +53,42 @@ struct vcpu *current_vcpu(void)
 	return ((struct pcpu *)read_sysreg(tpidr_el2))->vcpu;
 }
 
+unsigned this_cpu(void)
+{
+	return ((struct pcpu *)read_sysreg(tpidr_el2))->index;
+}
+
+/* What EL1 may use without trapping: FP and SIMD, and where the CPU has them SVE and SME (their
+ * vector lengths the largest it has), pointer authentication, and what HCRX_EL2 gates. */
+static void guest_features(void)
+{
+	uint64_t cptr = CPTR_EL2_RES1 | CPTR_EL2_TZ | CPTR_EL2_TSM;
+	if (field(read_sysreg(id_aa64pfr0_el1), 32)) { /* SVE */
+		cptr &= ~CPTR_EL2_TZ;
+		write_sysreg(s3_4_c1_c2_0, 0xf); /* ZCR_EL2.LEN */
+	}
+	if (field(read_sysreg(id_aa64pfr1_el1), 24)) { /* SME */
+		uint64_t smfr0 = read_sysreg(s3_0_c0_c4_5); /* ID_AA64SMFR0_EL1 */
+		cptr &= ~CPTR_EL2_TSM;
+		/* SMCR_EL2: LEN, EZT0 with SME2 (ZT0 usable), FA64 where implemented */
+		write_sysreg(s3_4_c1_c2_6, 0xful | (field(smfr0, 56) ? 1ul << 30 : 0) | (smfr0 & 1ul << 63));
+	}
+	write_sysreg(cptr_el2, cptr);
+	uint64_t hcr = HCR_GUEST;
+	if (read_sysreg(id_aa64isar1_el1) & 0xff0ff0ul || field(read_sysreg(s3_0_c0_c6_2), 12))
+		hcr |= HCR_APK | HCR_API; /* (ID_AA64ISAR1 APA, API, GPA, GPI; ID_AA64ISAR2 APA3) */
+	write_sysreg(hcr_el2, hcr);
+	if (field(read_sysreg(id_aa64mmfr1_el1), 40)) { /* HCRX_EL2 */
+		uint64_t mmfr3 = read_sysreg(s3_0_c0_c7_3); /* ID_AA64MMFR3_EL1 */
+		uint64_t hcrx = (field(read_sysreg(s3_0_c0_c6_2) /* ID_AA64ISAR2_EL1 */, 16) ? HCRX_MSCEN : 0) |
+				(field(mmfr3, 0) ? HCRX_TCR2EN : 0) | (field(mmfr3, 4) ? HCRX_SCTLR2EN : 0);
+		write_sysreg(s3_4_c1_c2_2, hcrx);
+	}
+	/* MDCR_EL2: no debug or PMU traps; EL1 has all the event counters (HPMN = PMCR.N) */
+	uint64_t pmu = field(read_sysreg(id_aa64dfr0_el1), 8);
+	write_sysreg(mdcr_el2, pmu && pmu != 0xf ? read_sysreg(pmcr_el0) >> 11 & 0x1f : 0);
+}
+
 _Noreturn void vcpu_enter(struct vcpu *v)
 {
 	struct vm *vm = v->vm;
@@ -49,14 +98,16 @@ _Noreturn void vcpu_enter(struct vcpu *v)
 	write_sysreg(vttbr_el2, (uint64_t)vm->s2.root | (uint64_t)(vm->id + 1) << 48);
 	isb();
 	__asm__ volatile("tlbi vmalls12e1\n dsb nsh\n isb" ::: "memory");
-	write_sysreg(hcr_el2, HCR_GUEST);
 	write_sysreg(cnthctl_el2, CNTHCTL_EL1PCTEN);
 	write_sysreg(cntvoff_el2, 0);
-	write_sysreg(cptr_el2, CPTR_EL2_RES1);
+	write_sysreg(cntv_ctl_el0, 0);
+	guest_features();
 	write_sysreg(vpidr_el2, read_sysreg(midr_el1));
 	write_sysreg(vmpidr_el2, 1ul << 31 | v->index);
 	write_sysreg(sctlr_el1, SCTLR_EL1_RESET);
 	isb();
+	vgic_vcpu_reset(v);
+	vgic_flush(v);
 
 	/* the guest's registers at its start: a frame at the top of this CPU's stack, where its
 	 * traps will put theirs */
@@ -70,20 +121,24 @@ _Noreturn void vcpu_enter(struct vcpu *v)
 	enter_guest(frame);
 }
 
+/* until an interrupt: those that come while no vCPU runs here are the hypervisor's */
+void cpu_wait(void)
+{
+	__asm__ volatile("dsb sy\n wfi" ::: "memory");
+	take_interrupts(0);
+}
+
 _Noreturn void cpu_wait_for_vcpu(unsigned cpu)
 {
 	struct pcpu *self = &pcpus[cpu];
 	self->index = cpu;
 	self->vcpu = 0;
 	write_sysreg(tpidr_el2, (uint64_t)self);
+	write_sysreg(cntv_ctl_el0, 0); /* the timer of a vCPU that ran here: quiet */
+	isb();
 	struct vcpu *v = vcpu_of_cpu(cpu);
-	if (!v)
-		cpu_idle();
-	while (v->state != VCPU_ON_PENDING) {
-		if (!v->vm->running)
-			cpu_idle();
-		__asm__ volatile("wfe" ::: "memory");
-	}
+	while (!v || v->state != VCPU_ON_PENDING || !v->vm->running || v->vm->resetting)
+		cpu_wait();
 	v->state = VCPU_ON;
 	vcpu_enter(v);
 }
