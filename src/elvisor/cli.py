@@ -296,6 +296,9 @@ def _cmd_baremetal(args: argparse.Namespace) -> int:
         elf = build.BUILD / platform.name / "elvisor-el2.elf"
         print(f"elvisor: QEMU waits for gdb: gdb-multiarch {elf} -ex 'target remote :1234'",
               file=sys.stderr, flush=True)  # fmt: skip
+    elif sys.stdin.isatty():
+        print("elvisor: Ctrl-A x quits; Ctrl-\\ passes the console to the next VM",
+              file=sys.stderr, flush=True)  # fmt: skip
     sys.stdout.flush()
     os.execv(argv[0], argv)
 

@@ -2,6 +2,8 @@
 host (software-emulated, no KVM needed): built and run by `elvisor baremetal`."""
 
 import os
+import re
+import select
 import socket
 import subprocess
 import sys
@@ -14,11 +16,63 @@ ROOT = Path(__file__).resolve().parents[2]
 GUESTS = ROOT / "build" / "guests"
 ELVISOR = [sys.executable, "-m", "elvisor", "baremetal"]
 TIMEOUT = 120  # against a hung machine, not a timing assertion
+LINUX_TIMEOUT = 600  # a Linux boot under software-emulated EL2 (a hang guard, as above)
 
 
 def baremetal(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*ELVISOR, *args], capture_output=True, text=True, timeout=TIMEOUT,
                           stdin=subprocess.DEVNULL, check=False)  # fmt: skip
+
+
+class Console:
+    """`elvisor baremetal run ARGS` with its console on pipes: what it printed so far, input
+    sent when the test says."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [*ELVISOR, "run", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert self.process.stdout is not None
+        os.set_blocking(self.process.stdout.fileno(), False)
+        self.output = ""
+        self.seen = 0  # where the next expect() looks from
+
+    def __enter__(self) -> "Console":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    def expect(self, *texts: str, timeout: float = LINUX_TIMEOUT) -> None:
+        """Until each of `texts` is printed (in any order) after what the last expect() found;
+        fails on a timeout, or when QEMU exits first."""
+        stdout = self.process.stdout
+        assert stdout is not None
+        deadline = time.monotonic() + timeout
+        while any((missing := text) not in self.output[self.seen :] for text in texts):
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {missing!r} in {timeout} s:\n{self.output[-3000:]}"
+            if select.select([stdout], [], [], min(left, 1))[0]:
+                chunk = stdout.read() or b""
+                assert chunk, f"exited:\n{self.output[-3000:]}"
+                self.output += chunk.decode(errors="replace").replace("\r", "")
+        self.seen = max(self.output.index(text, self.seen) + len(text) for text in texts)
+
+    def send(self, text: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(text.encode())
+        self.process.stdin.flush()
+
+    def exit_status(self) -> int:
+        status = self.process.wait(timeout=TIMEOUT)
+        assert self.process.stdout is not None
+        rest = self.process.stdout.read() or b""
+        self.output += rest.decode(errors="replace").replace("\r", "")
+        return status
 
 
 def guest(name: str) -> str:
@@ -185,3 +239,57 @@ def test_virtual_timer_interrupts_reach_each_vm_on_gicv3(tmp_path, cpu: str) -> 
     for vm in ("vm0", "vm1"):
         assert f"[{vm}] vtimer: 3 interrupts taken\n" in result.stdout
         assert f"VM {vm} powered off" in result.stdout
+
+
+@pytest.mark.parametrize(("cpu", "gic", "cpus"),
+                         [("max", "3", 1), ("max", "2", 2), ("cortex-a53", "3", 2),
+                          ("cortex-a53", "2", 1)])  # fmt: skip
+def test_linux_reaches_its_shell_answers_and_powers_off(cpu: str, gic: str, cpus: int) -> None:
+    """The default guest's kernel and initrd (as `elvisor run` boots them) under the EL2
+    hypervisor: its virtual GIC, timer, PL011 (input by interrupt) and, with 2 vCPUs, SGIs."""
+    with Console("--cpu", cpu, "--gic", gic, "--cpus", str(cpus)) as console:
+        console.expect("[vm0] ~ # ")
+        console.send("echo answer-$((6*7)) $(nproc); poweroff -f\n")
+        console.expect(f"[vm0] answer-42 {cpus}\n")
+        assert console.exit_status() == 0
+    assert "VM vm0 powered off\nelvisor EL2: no VM is left: powering off\n" in console.output
+
+
+def test_two_linux_vms_each_answer_their_own_command_and_cannot_read_each_other(tmp_path):
+    vms = tmp_path / "vms.toml"
+    vms.write_text('[[vm]]\nmemory = "192M"\n[[vm]]\nmemory = "192M"\ncpus = 2\n')
+    with Console("--vms", str(vms)) as console:
+        console.expect("input goes to VM vm0 (Ctrl-\\ passes it to the next)")
+        ram = re.search(r"VM vm0: RAM ([0-9a-f]+)-", console.output)
+        assert ram is not None
+        console.expect("[vm0] ~ # ", "[vm1] ~ # ")
+        console.send("echo zero-$((6*7)) $(nproc)\n")
+        console.expect("[vm0] zero-42 1\n")
+        console.send("\x1c")  # Ctrl-\\: the input goes to vm1
+        console.expect("elvisor EL2: input goes to VM vm1\n")
+        console.send("echo one-$((6*8)) $(nproc)\n")
+        console.expect("[vm1] one-48 2\n")
+        console.send(f"devmem 0x{ram[1]}\n")  # vm0's first word, from vm1
+        console.expect("VM vm1 stopped: a trap it cannot continue from\n")
+        assert "read outside its memory and devices: " in console.output
+        assert f"IPA {ram[1]}\n" in console.output
+        console.expect("elvisor EL2: input goes to VM vm0\n")  # the one left
+        console.send("echo still-here; poweroff -f\n")
+        console.expect("[vm0] still-here\n")
+        assert console.exit_status() == 0
+    assert "no VM is left: powering off" in console.output
+    assert "[vm0] zero-42" not in console.output.split("[vm1] one-48")[1]  # each its own input
+
+
+def test_linux_with_two_vcpus_reboots() -> None:
+    """PSCI SYSTEM_RESET while the other vCPU runs: it is stopped (a physical SGI brings it to
+    EL2), the payloads are loaded again and vCPU 0 starts over."""
+    with Console("--cpu", "cortex-a53", "--cpus", "2") as console:
+        console.expect("[vm0] ~ # ")
+        console.send("reboot -f\n")
+        console.expect("elvisor EL2: VM vm0 resets\n")
+        console.expect("[vm0] elvisor-guest: init reached")  # booted again
+        console.expect("[vm0] ~ # ")
+        console.send("echo again $(nproc); poweroff -f\n")
+        console.expect("[vm0] again 2\n")
+        assert console.exit_status() == 0

@@ -34,7 +34,9 @@ def command(
         "-cpu", cpu,
         "-smp", str(cpus),
         "-m", f"{max(memory >> 20, 256)}M",
-        "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot",
+        # the console: Ctrl-C and the like go to the VMs; QEMU's Ctrl-A x quits, as in `run`
+        "-nodefaults", "-display", "none", "-no-reboot",
+        "-chardev", "stdio,id=console,mux=on,signal=off", "-serial", "chardev:console",
         "-kernel", str(image),
     ]  # fmt: skip
     if gdb:
