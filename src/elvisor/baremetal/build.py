@@ -79,21 +79,24 @@ def build(vms: list[VmConfig], platform: Platform, gic_version: int) -> Image:
         )
     binary = hypervisor(platform)
     # first pass: how big the payloads are (they do not depend on where the RAM is)
-    trial = [_load(vm, f"vm{i}", platform.ram_base, 0, gic_version) for i, vm in enumerate(vms)]
+    trial = [load_vm(vm, f"vm{i}", platform.ram_base, 0, gic_version) for i, vm in enumerate(vms)]
     image_end = platform.load_addr + len(pack(binary, trial))
     end = max(image_end, platform.load_addr + image_size(binary))
     base = align_up(end + FIRMWARE_SLACK, RAM_ALIGN)
     placed = []
     first_cpu = 0
     for i, vm in enumerate(vms):
-        placed.append(_load(vm, f"vm{i}", base, first_cpu, gic_version))
+        placed.append(load_vm(vm, f"vm{i}", base, first_cpu, gic_version))
         base += align_up(vm.memory, RAM_ALIGN)
         first_cpu += vm.cpus
     return Image(pack(binary, placed), base - platform.ram_base)
 
 
-def _load(config: VmConfig, name: str, ram_base: int, first_cpu: int, gic_version: int) -> VmImage:
-    """`config` loaded into a scratch copy of its RAM at `ram_base`, as the VMM loads it."""
+def load_vm(
+    config: VmConfig, name: str, ram_base: int, first_cpu: int, gic_version: int
+) -> VmImage:
+    """`config` loaded into a scratch copy of its RAM at `ram_base`, as the VMM loads it: what
+    the hypervisor is to copy there (kernel, initrd, device tree) and where it starts."""
     ram_size = align_up(config.memory, RAM_ALIGN)
     memory = GuestMemory([(ram_base, ram_size)])
     try:
