@@ -241,6 +241,21 @@ def test_virtual_timer_interrupts_reach_each_vm_on_gicv3(tmp_path, cpu: str) -> 
         assert f"VM {vm} powered off" in result.stdout
 
 
+def test_a_guest_writing_garbage_to_its_gic_harms_nothing(tmp_path) -> None:
+    """Random values in every register of its distributor and redistributor, random SGIs:
+    the hypervisor lives on, and so does the VM beside it."""
+    vms = tmp_path / "vms.toml"
+    vms.write_text(
+        f'[[vm]]\nbinary = "{guest("gic_garbage.bin")}"\nmemory = "64M"\n'
+        f'[[vm]]\nbinary = "{guest("smp.bin")}"\nmemory = "64M"\ncpus = 2\n'
+    )
+    result = baremetal("run", "--vms", str(vms))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[vm0] gic garbage: survived\n" in result.stdout
+    assert "[vm1] cpu0: cpu1 reported in\n" in result.stdout
+    assert "stopped" not in result.stdout
+
+
 @pytest.mark.parametrize(("cpu", "gic", "cpus"),
                          [("max", "3", 1), ("max", "2", 2), ("cortex-a53", "3", 2),
                           ("cortex-a53", "2", 1)])  # fmt: skip
