@@ -52,8 +52,9 @@ int fdt_read(const void *blob, struct fdt_facts *facts)
 	facts->model = "";
 	facts->memory_base = facts->memory_size = 0;
 	facts->cpus = 0;
+	facts->psci = 0;
 	uint32_t address_cells = 2, size_cells = 1, cpu_cells = 1;
-	int depth = 0, in_memory = 0, in_cpus = 0, in_cpu = 0;
+	int depth = 0, in_memory = 0, in_cpus = 0, in_cpu = 0, in_psci = 0;
 	uint32_t offset = structs, end = structs + structs_size;
 	while (offset + 4 <= end) {
 		uint32_t token = be32(fdt + offset);
@@ -68,8 +69,10 @@ int fdt_read(const void *blob, struct fdt_facts *facts)
 			offset += (length + 4) & ~3u;
 			depth++;
 			in_memory = depth == 2 && starts_with(name, "memory") && !facts->memory_size;
-			if (depth == 2)
+			if (depth == 2) {
 				in_cpus = same(name, "cpus");
+				in_psci = same(name, "psci");
+			}
 			in_cpu = depth == 3 && in_cpus && starts_with(name, "cpu@");
 			if (in_cpu)
 				facts->cpus++;
@@ -77,6 +80,8 @@ int fdt_read(const void *blob, struct fdt_facts *facts)
 			if (--depth < 0)
 				return -1;
 			in_memory = in_cpu = 0;
+			if (depth < 2)
+				in_psci = 0;
 		} else if (token == FDT_PROP) {
 			if (offset + 8 > end)
 				return -1;
@@ -93,6 +98,9 @@ int fdt_read(const void *blob, struct fdt_facts *facts)
 				size_cells = be32(value);
 			else if (depth == 1 && same(prop, "model") && length && !value[length - 1])
 				facts->model = (const char *)value;
+			else if (depth == 2 && in_psci && same(prop, "method") && length == 4 &&
+				 same((const char *)value, "smc"))
+				facts->psci = 1;
 			else if (depth == 2 && in_cpus && same(prop, "#address-cells") && length == 4)
 				cpu_cells = be32(value);
 			else if (depth == 3 && in_cpu && facts->cpus <= 8 && same(prop, "reg") && cpu_cells <= 2 && length >= 4 * cpu_cells)

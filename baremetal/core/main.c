@@ -13,6 +13,7 @@
 
 extern char __image_start[], __image_end[];
 extern void secondary_entry(void);
+static int firmware_psci; /* the machine's firmware answers PSCI calls (SMC) */
 
 static const char *part_name(uint64_t midr)
 {
@@ -51,6 +52,12 @@ _Noreturn void hypervisor_main(const void *fdt)
 	gic->init_cpu(0);
 
 	unsigned cpus = facts.cpus < MAX_CPUS ? facts.cpus : MAX_CPUS;
+	firmware_psci = facts.psci;
+	if (!firmware_psci && cpus > 1) {
+		print("elvisor EL2: no PSCI firmware (the Raspberry Pi's own firmware parks the other "
+		      "CPUs on a spin table): CPU 0 only; boot through Trusted Firmware-A for all\n");
+		cpus = 1;
+	}
 	vms_create((const struct config *)__image_end, (uint64_t)__image_start, facts.memory_base,
 		   facts.memory_size, cpus);
 	for (unsigned cpu = 1; cpu < cpus; cpu++) {
@@ -74,7 +81,8 @@ _Noreturn void secondary_main(unsigned cpu)
 
 _Noreturn void firmware_system_off(void)
 {
-	firmware_call(PSCI_SYSTEM_OFF, 0, 0, 0);
+	if (firmware_psci)
+		firmware_call(PSCI_SYSTEM_OFF, 0, 0, 0);
 	panic("the firmware did not power the machine off");
 }
 

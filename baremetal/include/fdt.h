@@ -9,6 +9,7 @@ struct fdt_facts {
 	uint64_t memory_base, memory_size; /* the first range of the first /memory node */
 	unsigned cpus; /* nodes under /cpus named cpu@... */
 	uint64_t mpidr[8]; /* the first 8 of them: their "reg", the MPIDR affinity fields */
+	int psci; /* a /psci node with method "smc": the firmware's PSCI (QEMU's, TF-A's) */
 };
 
 /* 0 and `facts` filled in, or -1 if `fdt` is not a sound device tree. */
