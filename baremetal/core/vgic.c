@@ -173,7 +173,8 @@ void vgic_flush(struct vcpu *v)
 			struct virq *q = virq(vm, v, intid);
 			if (placed >> intid & 1 || !for_vcpu(v, intid, q))
 				continue;
-			if (!best || (q->active != best->active ? q->active : q->priority < best->priority)) {
+			if (!best || (q->active != best->active ? q->active
+							      : q->priority < best->priority)) {
 				best = q;
 				best_intid = intid;
 			}
@@ -302,7 +303,8 @@ static uint32_t bits_read(struct vm *vm, struct vcpu *bank, unsigned reg, unsign
 	return value;
 }
 
-static void bits_write(struct vm *vm, struct vcpu *bank, unsigned reg, unsigned first, uint32_t value)
+static void bits_write(struct vm *vm, struct vcpu *bank, unsigned reg, unsigned first,
+		       uint32_t value)
 {
 	for (unsigned i = 0; i < 32; i++) {
 		unsigned intid = first + i;
@@ -424,20 +426,17 @@ static int distributor(struct vcpu *v, uint64_t offset, unsigned size, int write
 		send_sgi(v, *value & 0xf, filter == 0 ? (*value >> 16 & 0xff & all)
 					  : filter == 1 ? all & ~(1ul << v->index)
 					  : filter == 2 ? 1ul << v->index : 0);
-	} else if (offset >= GICD_IROUTER + 8 * 32 && offset < GICD_IROUTER + 8 * VGIC_INTIDS && g->v3 &&
-		   (size == 8 || size == 4)) {
+	} else if (g->v3 && offset >= GICD_IROUTER + 8 * 32 && offset < GICD_IROUTER + 8 * VGIC_INTIDS &&
+		   !(offset & 7) && size >= 4) {
+		/* IROUTER<n>: Aff0 one of the vCPUs and Aff1-3 zero (as theirs), or IRM: any one */
 		struct virq *q = &g->spis[(offset - GICD_IROUTER) / 8 - 32];
-		uint64_t shift = 8 * (offset & 7);
-		uint64_t router = q->targets == (1ul << cpus) - 1 && cpus > 1 ? IROUTER_IRM
-				  : q->targets ? (uint64_t)first_target(q) : 0;
-		if (write) { /* Aff3.Aff2.Aff1 must be 0.0.0 (as the vCPUs' are), Aff0 one of them */
-			router = (router & ~(mask_of(size) << shift)) | (*value & mask_of(size)) << shift;
-			q->targets = router & IROUTER_IRM ? (1ul << cpus) - 1
-				     : (router & ~0xfful) || (router & 0xff) >= cpus ? 0
-				     : 1u << (router & 0xff);
+		uint64_t all = (1ul << cpus) - 1, aff0 = *value & 0xff;
+		if (write) {
+			q->targets = *value & IROUTER_IRM ? all
+				     : *value & 0xff00ffff00ul || aff0 >= cpus ? 0 : 1u << aff0;
 			return 1;
 		}
-		*value = router >> shift & mask_of(size);
+		*value = q->targets == all && cpus > 1 ? IROUTER_IRM : q->targets ? first_target(q) : 0;
 	} else {
 		return interrupt_regs(v, g->v3 ? 0 : v, 1, offset, size, write, value);
 	}
@@ -456,7 +455,8 @@ static int redistributor(struct vcpu *v, struct vcpu *bank, uint64_t offset, uns
 		break;
 	case GICR_TYPER:
 	case GICR_TYPER + 4: { /* Affinity [63:32]: Aff0 the vCPU's; Processor_Number [23:8] */
-		uint64_t typer = (uint64_t)bank->index << 32 | bank->index << 8 | (last ? GICR_TYPER_LAST : 0);
+		uint64_t typer = (uint64_t)bank->index << 32 | bank->index << 8 |
+				 (last ? GICR_TYPER_LAST : 0);
 		*value = write ? *value : typer >> 8 * (offset & 7) & mask_of(size);
 		break;
 	}
@@ -464,7 +464,8 @@ static int redistributor(struct vcpu *v, struct vcpu *bank, uint64_t offset, uns
 		if (write)
 			bank->gic.asleep = !!(*value & GICR_WAKER_PROCESSOR_SLEEP);
 		else
-			*value = bank->gic.asleep ? GICR_WAKER_PROCESSOR_SLEEP | GICR_WAKER_CHILDREN_ASLEEP : 0;
+			*value = bank->gic.asleep ? GICR_WAKER_PROCESSOR_SLEEP | GICR_WAKER_CHILDREN_ASLEEP
+						  : 0;
 		break;
 	case GICD_PIDR2:
 		*value = write ? *value : PIDR2_ARCH(3);

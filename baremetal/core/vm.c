@@ -171,15 +171,16 @@ void console_input(void)
 	int c;
 	while (!(input_held = !vuart_room(&vm->uart)) && (c = uart_getc()) >= 0) {
 		if (c == SWITCH_KEY) {
+			vgic_set_line(vm, VM_UART_INTID, vuart_interrupt(&vm->uart));
 			vm = input_vm = next_vm(vm);
 			print("elvisor EL2: input goes to VM %s\n", vm->config->name);
 		} else {
 			vuart_receive(&vm->uart, (char)c);
 		}
 	}
+	vgic_set_line(vm, VM_UART_INTID, vuart_interrupt(&vm->uart));
 	uart_receive_interrupt(!input_held);
 	spin_unlock(&input_lock);
-	vgic_set_line(vm, VM_UART_INTID, vuart_interrupt(&vm->uart));
 }
 
 void vm_check(struct vcpu *v)

@@ -86,7 +86,8 @@ static uint64_t read_register(struct vuart *u, uint64_t offset)
 	case UARTDR:
 		return receive(u);
 	case UARTFR:
-		return UARTFR_TXFE | (u->count ? 0 : UARTFR_RXFE) | (u->count == VUART_FIFO ? UARTFR_RXFF : 0);
+		return UARTFR_TXFE | (u->count ? 0 : UARTFR_RXFE) |
+		       (u->count == VUART_FIFO ? UARTFR_RXFF : 0);
 	case UARTIBRD:
 		return u->ibrd;
 	case UARTFBRD:

@@ -71,7 +71,8 @@ static void guest_features(void)
 		uint64_t smfr0 = read_sysreg(s3_0_c0_c4_5); /* ID_AA64SMFR0_EL1 */
 		cptr &= ~CPTR_EL2_TSM;
 		/* SMCR_EL2: LEN, EZT0 with SME2 (ZT0 usable), FA64 where implemented */
-		write_sysreg(s3_4_c1_c2_6, 0xful | (field(smfr0, 56) ? 1ul << 30 : 0) | (smfr0 & 1ul << 63));
+		write_sysreg(s3_4_c1_c2_6,
+			     0xful | (field(smfr0, 56) ? 1ul << 30 : 0) | (smfr0 & 1ul << 63));
 	}
 	write_sysreg(cptr_el2, cptr);
 	uint64_t hcr = HCR_GUEST;
@@ -80,8 +81,9 @@ static void guest_features(void)
 	write_sysreg(hcr_el2, hcr);
 	if (field(read_sysreg(id_aa64mmfr1_el1), 40)) { /* HCRX_EL2 */
 		uint64_t mmfr3 = read_sysreg(s3_0_c0_c7_3); /* ID_AA64MMFR3_EL1 */
-		uint64_t hcrx = (field(read_sysreg(s3_0_c0_c6_2) /* ID_AA64ISAR2_EL1 */, 16) ? HCRX_MSCEN : 0) |
-				(field(mmfr3, 0) ? HCRX_TCR2EN : 0) | (field(mmfr3, 4) ? HCRX_SCTLR2EN : 0);
+		uint64_t isar2 = read_sysreg(s3_0_c0_c6_2); /* ID_AA64ISAR2_EL1 */
+		uint64_t hcrx = (field(isar2, 16) ? HCRX_MSCEN : 0) | (field(mmfr3, 0) ? HCRX_TCR2EN : 0) |
+				(field(mmfr3, 4) ? HCRX_SCTLR2EN : 0);
 		write_sysreg(s3_4_c1_c2_2, hcrx);
 	}
 	/* MDCR_EL2: no debug or PMU traps; EL1 has all the event counters (HPMN = PMCR.N) */
