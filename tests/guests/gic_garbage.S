@@ -47,13 +47,7 @@ _start:
     bl      puts
     b       power_off
 
-// next: x0 = the next xorshift64 value of x20
-next:
-    eor     x20, x20, x20, lsl #13
-    eor     x20, x20, x20, lsr #7
-    eor     x20, x20, x20, lsl #17
-    mov     x0, x20
-    ret
+    define_next
 
     define_puts
     define_power_off
