@@ -4,8 +4,10 @@ import os
 import struct
 
 import pytest
-from virtio_driver import CONFIG, Driver, FakeLine, guest_memory
+from budget import peak_rss_growth
+from virtio_driver import CONFIG, NEXT, WRITE, Driver, FakeLine, guest_memory
 
+import elvisor.devices.virtio.block as block_module
 from elvisor.devices.virtio.block import Block
 from elvisor.devices.virtio.mmio import VirtioMmio
 from elvisor.errors import UserError
@@ -24,11 +26,11 @@ def disk(tmp_path):
     return path
 
 
-def start(path, readonly=False):
+def start(path, readonly=False, features=None):
     memory = guest_memory()
     transport = VirtioMmio(Block(path, readonly), memory, FakeLine())
     driver = Driver(transport, memory)
-    (queue,) = driver.start()
+    (queue,) = driver.start(features)
     return driver, queue, transport, memory
 
 
@@ -126,10 +128,9 @@ def test_readonly_disk_refuses_writes(disk):
     try:
         assert driver.device_features() & F_RO
         assert request(driver, queue, T_OUT, out=b"x" * 512)[0] == S_IOERR
-        assert (
-            request(driver, queue, T_WRITE_ZEROES, out=struct.pack("<QII", 0, 1, 0))[0] == S_IOERR
-        )
-        assert request(driver, queue, T_DISCARD, out=struct.pack("<QII", 0, 1, 0))[0] == S_IOERR
+        # (not offered on a read-only disk, so not negotiated: unsupported)
+        for kind in (T_WRITE_ZEROES, T_DISCARD):
+            assert request(driver, queue, kind, out=struct.pack("<QII", 0, 1, 0))[0] == S_UNSUPP
         assert request(driver, queue, T_IN, data_in=512)[0] == S_OK
         assert disk.read_bytes() == before
     finally:
@@ -174,3 +175,66 @@ def test_empty_disk_is_refused(tmp_path):
     empty.write_bytes(b"x" * 100)
     with pytest.raises(UserError, match="smaller than one"):
         Block(empty)
+
+
+def test_discard_over_aliased_buffers_costs_the_host_little(blk, disk):
+    """A hostile DISCARD: 250 descriptors, each the same 1 MiB of guest RAM (250 MiB of
+    "ranges"). Refused before anything is copied: the host's peak memory barely moves."""
+    driver, queue, _ = blk
+    before = disk.read_bytes()
+    header, status, buffer = driver.alloc(16), driver.alloc(1), driver.alloc(1 << 20, 4096)
+    driver.memory.write(header, struct.pack("<IIQ", T_DISCARD, 0, 0))
+    driver.memory.write(buffer, struct.pack("<QII", 0, 1, 0) * (1 << 16))  # (pages touched)
+    parts = [(header, 16, 0)] + [(buffer, 1 << 20, 0)] * 250 + [(status, 1, WRITE)]
+    queue.add_buffers(parts)
+    _, growth = peak_rss_growth(lambda: driver.kick(0))
+    ((_, length, written),) = queue.take_used()
+    assert (length, written) == (1, [bytes([S_UNSUPP])])
+    assert growth < 4 << 20, f"the host's peak memory grew by {growth >> 20} MiB"
+    assert disk.read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", [T_DISCARD, T_WRITE_ZEROES])
+def test_zeroing_requests_need_their_feature(disk, kind):
+    """5.2.6.2: a driver that did not accept DISCARD / WRITE_ZEROES gets UNSUPP for them."""
+    before = disk.read_bytes()
+    features = (1 << 32) | F_FLUSH  # VIRTIO_F_VERSION_1 and FLUSH: no zeroing features
+    driver, queue, transport, memory = start(disk, features=features)
+    try:
+        assert request(driver, queue, kind, out=struct.pack("<QII", 0, 8, 0))[0] == S_UNSUPP
+        assert disk.read_bytes() == before
+    finally:
+        transport.close()
+        memory.close()
+
+
+def test_flush_is_acknowledged_only_after_fdatasync_returned(blk, monkeypatch):
+    """The status byte and the used ring say "done" only once fdatasync has returned."""
+    driver, queue, _ = blk
+    seen = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd):
+        seen.append((queue.used_idx(), driver.memory.read(status, 1)))
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(block_module.os, "fdatasync", fdatasync)
+    header, status = driver.alloc(16), driver.alloc(1)
+    driver.memory.write(header, struct.pack("<IIQ", T_FLUSH, 0, 0))
+    driver.memory.write(status, b"\xff")
+    queue.add_buffers([(header, 16, NEXT), (status, 1, WRITE)])
+    used_before = queue.used_idx()
+    driver.kick(0)
+    assert seen == [(used_before, b"\xff")]  # nothing acknowledged while it ran
+    assert queue.used_idx() == (used_before + 1) & 0xFFFF
+    assert driver.memory.read(status, 1) == bytes([S_OK])
+
+
+def test_failed_flush_is_an_io_error(blk, monkeypatch):
+    driver, queue, _ = blk
+
+    def fdatasync(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(block_module.os, "fdatasync", fdatasync)
+    assert request(driver, queue, T_FLUSH)[0] == S_IOERR

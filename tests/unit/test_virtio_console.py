@@ -88,3 +88,30 @@ def test_backlog_is_bounded(console):
     _, device, _ = console
     device.receive(bytes(70 * 1024))
     assert not device.backlog_drained.is_set()
+
+
+def test_input_is_watched_again_after_the_guest_resets_a_broken_device(console):
+    """A broken device stops watching host input; the driver's reset and new set-up must
+    bring it back, or keystrokes would wait for the guest's next kick."""
+    driver, device, _ = console
+    watching: dict[int, bool] = {}
+    device.watch = watching.__setitem__
+    ((input_fd, deliver),) = device.watched()
+    rx, _, c_in, c_out = driver.start()
+    c_in.add([], [8])
+    control(driver, c_in, c_out, PORT_OPEN)
+    driver.memory.write(rx.avail + 2, (rx.size + 1).to_bytes(2, "little"))  # idx too far ahead
+    device.receive(b"kept ")
+    driver.kick(0)
+    assert driver.transport.broken
+    driver.transport.readable(input_fd, deliver)  # what the I/O thread does
+    assert watching == {input_fd: False}
+    rx, _, c_in, c_out = driver.start()  # reset, set up again, DRIVER_OK
+    assert watching == {input_fd: True}
+    c_in.add([], [8])
+    control(driver, c_in, c_out, PORT_OPEN)
+    rx.add([], [16])
+    device.receive(b"ls\n")
+    driver.transport.readable(input_fd, deliver)
+    ((_, length, (data,)),) = rx.take_used()
+    assert data[:length] == b"kept ls\n"

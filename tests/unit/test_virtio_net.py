@@ -1,11 +1,17 @@
-"""virtio-net's receive path with passt's frames: none lost when buffers come late."""
+"""virtio-net's receive path: with passt's frames, none lost when buffers come late; with a
+TAP, hostile receive buffers cost a warning, never a spinning I/O thread."""
 
+import errno
+import os
+import select
 import socket
 from collections import deque
 
-from virtio_driver import Driver, FakeLine, guest_memory
+import pytest
+from virtio_driver import WRITE, Driver, FakeLine, guest_memory
 
 from elvisor.devices.passt import Passt
+from elvisor.devices.tap import Tap
 from elvisor.devices.virtio.mmio import VirtioMmio
 from elvisor.devices.virtio.net import Net
 
@@ -104,3 +110,70 @@ def _read(sock: socket.socket) -> bytes:
         return sock.recv(65536)
     except BlockingIOError:
         return b""
+
+
+class FakeTun(Tap):
+    """A TAP device whose reads behave as TUN's do (drivers/net/tun.c, with IFF_VNET_HDR):
+    buffers of no bytes read 0 and leave the frame queued; buffers shorter than the 12-byte
+    header fail with EINVAL and the frame is dropped. Frames wait in a packet socket pair, so
+    the fd is readable exactly while one waits."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.fd, self._peer = (end.detach() for end in ends)
+        os.set_blocking(self.fd, False)
+        for frame in frames:
+            os.write(self._peer, bytes(12) + frame)
+        self.name = "fake"
+
+    def read_frame(self, buffers):
+        room = sum(len(b) for b in buffers)
+        if room == 0:
+            return 0
+        if room < 12:
+            os.read(self.fd, 65536)  # (raises BlockingIOError when nothing waits)
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return os.readv(self.fd, buffers)
+
+    def write_frame(self, buffers):
+        os.writev(self._peer, buffers)
+
+    def set_offload(self, flags):
+        pass
+
+    def close(self):
+        super().close()
+        os.close(self._peer)
+
+    def frames_waiting(self) -> bool:
+        return bool(select.select([self.fd], [], [], 0)[0])
+
+
+@pytest.mark.parametrize("room", [0, 1, 11])
+def test_receive_buffers_without_room_for_the_header_go_back_empty(room):
+    """The guest offers buffers too small for the header: each goes back used and empty,
+    the frame waits for a real buffer, and the I/O thread is not left watching a readable fd
+    it cannot empty (which would wake it again at once, forever)."""
+    memory = guest_memory()
+    tap = FakeTun([b"\x01" * 60])
+    device = Net(tap, bytes(6))
+    transport = VirtioMmio(device, memory, FakeLine())
+    driver = Driver(transport, memory)
+    watching: dict[int, bool] = {}
+    device.watch = watching.__setitem__
+    try:
+        rx, _ = driver.start()
+        for _ in range(3):
+            rx.add_buffers([(driver.alloc(16), room, WRITE)])
+        transport.readable(tap.fd, device._backend_readable)
+        assert not transport.broken
+        assert [length for _, length, _ in rx.take_used()] == [0, 0, 0]
+        assert tap.frames_waiting() and watching[tap.fd] is False
+        rx.add([], [1526])  # a real buffer, and its kick
+        driver.kick(0)
+        ((_, length, (data,)),) = rx.take_used()
+        assert length == 72 and data[12:72] == b"\x01" * 60
+        assert not tap.frames_waiting()
+    finally:
+        transport.close()
+        memory.close()

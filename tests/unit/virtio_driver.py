@@ -81,6 +81,11 @@ class DriverQueue:
             addr = self.alloc(max(length, 1))
             self.memory.write(addr, bytes(length))
             parts.append((addr, length, WRITE))
+        return self.add_buffers(parts, indirect)
+
+    def add_buffers(self, parts: list[tuple[int, int, int]], indirect: bool = False) -> int:
+        """Make a chain of (address, length, flags) buffers available, as they are (they may
+        overlap: a hostile driver's chains)."""
         if indirect:
             table = self.alloc(16 * len(parts))
             for i, (addr, length, flags) in enumerate(parts):

@@ -56,6 +56,16 @@ class Tap:
                 raise UserError(f"tap={name}: in use by another program") from None
             raise UserError(f"tap={name}: {e.strerror}") from None
 
+    def read_frame(self, buffers: list[memoryview]) -> int:
+        """One frame, its virtio-net header first, into `buffers` (BlockingIOError if none
+        waits). As TUN does: 0 without taking a frame when `buffers` hold nothing, EINVAL
+        (and the frame dropped) when they cannot hold the header."""
+        return os.readv(self.fd, buffers)
+
+    def write_frame(self, buffers: list[memoryview]) -> None:
+        """One frame, its virtio-net header first, from `buffers`."""
+        os.writev(self.fd, buffers)
+
     def set_offload(self, flags: int) -> None:
         """TUN_F_* offloads the guest can take: frames we write may be that big and
         unchecksummed. (Frames from the guest may always be.)"""

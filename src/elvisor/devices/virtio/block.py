@@ -4,6 +4,11 @@ Data moves between the file and guest RAM with preadv/pwritev on views of guest 
 no copies. A FLUSH is an fdatasync of the file: what the guest was told is flushed is on
 the disk. A read-only disk refuses writes with VIRTIO_BLK_S_IOERR. The file is locked (shared
 when read-only, exclusive otherwise) so that two VMs cannot write one image.
+
+What a request costs the host is bounded whatever the guest puts in it: data moves through
+views of guest memory, and the only bytes copied are the 16-byte header and, for DISCARD and
+WRITE_ZEROES, at most MAX_ZEROES_SEGMENTS ranges of 16 bytes (256 bytes), after their size
+was checked: at most 272 bytes, plus one view object per descriptor (QUEUE_SIZE at most).
 """
 
 from __future__ import annotations
@@ -57,6 +62,10 @@ class RequestType(IntEnum):
     VIRTIO_BLK_T_WRITE_ZEROES = 13
 
 
+ZEROES_FEATURE = {
+    RequestType.VIRTIO_BLK_T_DISCARD: Feature.VIRTIO_BLK_F_DISCARD,
+    RequestType.VIRTIO_BLK_T_WRITE_ZEROES: Feature.VIRTIO_BLK_F_WRITE_ZEROES,
+}
 VIRTIO_BLK_S_OK = 0
 VIRTIO_BLK_S_IOERR = 1
 VIRTIO_BLK_S_UNSUPP = 2
@@ -207,10 +216,27 @@ class Block(VirtioDevice):
                     done += n
                 return done
             case RequestType.VIRTIO_BLK_T_DISCARD | RequestType.VIRTIO_BLK_T_WRITE_ZEROES:
+                self._negotiated(ZEROES_FEATURE[kind])
                 self._writable()
-                self._zeroes(kind, b"".join(bytes(v) for v in data_out))
+                self._zeroes(kind, self._ranges(data_out))
                 return 0
         raise _RequestError(VIRTIO_BLK_S_UNSUPP)
+
+    def _negotiated(self, feature: Feature) -> None:
+        """5.2.6.2: a request of a feature the driver did not accept is not served."""
+        assert self.active is not None
+        if not self.active.features & bit(feature):
+            raise _RequestError(VIRTIO_BLK_S_UNSUPP, f"{feature.name} was not negotiated")
+
+    @staticmethod
+    def _ranges(data_out: list[memoryview]) -> bytes:
+        """The ranges of a DISCARD or WRITE_ZEROES request, copied only once their size is
+        known to be sound (whole ranges, at most MAX_ZEROES_SEGMENTS of them)."""
+        size = sum(len(v) for v in data_out)
+        count, rest = divmod(size, ZEROES_SEGMENT.size)
+        if not 0 < count <= MAX_ZEROES_SEGMENTS or rest:
+            raise _RequestError(VIRTIO_BLK_S_UNSUPP, f"{size} bytes of ranges")
+        return b"".join(bytes(v) for v in data_out)
 
     def _writable(self) -> None:
         if self.readonly:
@@ -236,12 +262,8 @@ class Block(VirtioDevice):
             views = split(views, n)[1]
         return done
 
-    def _zeroes(self, kind: int, payload: bytes) -> None:
-        count = len(payload) // ZEROES_SEGMENT.size
-        if not 0 < count <= MAX_ZEROES_SEGMENTS or len(payload) % ZEROES_SEGMENT.size:
-            raise _RequestError(VIRTIO_BLK_S_UNSUPP, f"{len(payload)} bytes of ranges")
-        for i in range(count):
-            sector, sectors, flags = ZEROES_SEGMENT.unpack_from(payload, i * ZEROES_SEGMENT.size)
+    def _zeroes(self, kind: int, ranges: bytes) -> None:
+        for sector, sectors, flags in ZEROES_SEGMENT.iter_unpack(ranges):
             if sectors > MAX_ZEROES_SECTORS or flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP:
                 raise _RequestError(VIRTIO_BLK_S_UNSUPP, f"range of {sectors} sectors")
             if sector + sectors > self.sectors:

@@ -130,6 +130,7 @@ class VirtioMmio:
         ]
         self.offered = TRANSPORT_FEATURES | device.features
         self._guest_log = GuestLog(log, f"virtio {device.device_id.name.lower()}")
+        self._unwatched: set[int] = set()  # host fds not watched while the device was broken
         self._reset()
 
     def _reset(self) -> None:
@@ -337,17 +338,22 @@ class VirtioMmio:
     # --- the I/O thread ----------------------------------------------------------------------
 
     def notified(self, index: int) -> None:
-        """Queue `index` was kicked (its eventfd fired): let the device serve it."""
+        """Queue `index` was kicked (its eventfd fired): let the device serve it. (DRIVER_OK
+        kicks every queue: the first of these kicks after a reset watches again what the
+        broken device stopped watching.)"""
         with self.lock:
             if self.device.active and not self.broken and self.queues[index].ready:
+                while self._unwatched:
+                    self.device.watch(self._unwatched.pop(), True)
                 self._serve(lambda: self.device.queue_notified(index))
 
     def readable(self, fd: int, callback: Callable[[], None]) -> None:
         """A host fd the device watches is readable (a broken device stops watching it,
-        until the driver's reset and next kick)."""
+        until the driver has reset it and set it up again)."""
         with self.lock:
             if self.broken:
                 self.device.watch(fd, False)
+                self._unwatched.add(fd)
             else:
                 self._serve(callback)
 

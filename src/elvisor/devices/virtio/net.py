@@ -11,7 +11,6 @@ watched) while the guest has no buffers, so a guest that stops reading costs not
 from __future__ import annotations
 
 import logging
-import os
 import struct
 from collections.abc import Callable
 from enum import IntEnum
@@ -137,7 +136,7 @@ class Net(VirtioDevice):
             self.backend.send(split(chain.readable, VNET_HDR_SIZE)[1])
             return 0
         try:
-            os.writev(self.backend.fd, chain.readable)
+            self.backend.write_frame(chain.readable)
         except BlockingIOError:  # the host's side is congested: the frame is lost
             pass
         except OSError as e:  # down
@@ -164,24 +163,37 @@ class Net(VirtioDevice):
             self.watch(self.backend.fd, False)  # frames wait for buffers: the RX kick
 
     def _receive_from_tap(self) -> bool:
-        """Frames from the TAP straight into the guest's buffers; True if some must wait."""
-        assert self.active is not None
+        """Frames from the TAP straight into the guest's buffers; True if some must wait.
+
+        A buffer too small for the virtio-net header is the guest's mistake: it goes back
+        empty, and the frame waits for the next one (TUN would return 0 for an empty buffer,
+        keeping the frame, and fail with EINVAL for a short one)."""
+        assert self.active is not None and isinstance(self.backend, Tap)
         queue = self.active.queues[RECEIVEQ]
         for _ in range(queue.size):
             chain = queue.pop()
             if chain is None:
                 return True
+            if chain.writable_bytes < VNET_HDR_SIZE:
+                self._drop(f"receive buffer {chain.head} has no room for the frame's header")
+                queue.push(chain.head, 0)
+                continue
             try:
-                n = os.readv(self.backend.fd, chain.writable)
+                n = self.backend.read_frame(chain.writable)
             except BlockingIOError:
                 queue.undo_pop()
                 return False
-            if n < VNET_HDR_SIZE:
+            except OSError as e:  # the TAP is down or gone: nothing to wait for
                 queue.undo_pop()
-                self._drop("a short frame from the TAP")
-                continue
-            _, rest = split(chain.writable, NUM_BUFFERS_OFFSET)
-            Chain(chain.head, writable=rest).write(b"\x01\x00")
+                self._drop(f"the TAP cannot be read: {e.strerror}")
+                self.watch(self.backend.fd, False)
+                return False
+            if n < VNET_HDR_SIZE:  # (TUN never returns less than a header)
+                self._drop(f"a frame of {n} bytes from the TAP")
+                n = 0
+            else:
+                _, rest = split(chain.writable, NUM_BUFFERS_OFFSET)
+                Chain(chain.head, writable=rest).write(b"\x01\x00")
             queue.push(chain.head, n)
         return False
 
