@@ -216,7 +216,7 @@ class Block(VirtioDevice):
                     done += n
                 return done
             case RequestType.VIRTIO_BLK_T_DISCARD | RequestType.VIRTIO_BLK_T_WRITE_ZEROES:
-                self._negotiated(ZEROES_FEATURE[kind])
+                self._negotiated(ZEROES_FEATURE[RequestType(kind)])
                 self._writable()
                 self._zeroes(kind, self._ranges(data_out))
                 return 0
