@@ -17,6 +17,7 @@ from typing import NoReturn
 from elvisor import __version__
 from elvisor.config import CONSOLES, DEFAULT_CMDLINE, VmConfig
 from elvisor.errors import UserError
+from elvisor.files import write_file
 from elvisor.units import parse_size
 
 log = logging.getLogger("elvisor")
@@ -242,7 +243,7 @@ def _cmd_run(args: argparse.Namespace, started: float) -> int:
     )
     if args.dump_dtb:
         with Vm(config) as vm:
-            args.dump_dtb.write_bytes(vm.dtb_blob)
+            write_file(args.dump_dtb, vm.dtb_blob, "device tree")
         return 0
 
     def timings(vm: Vm) -> None:
@@ -282,7 +283,7 @@ def _cmd_baremetal(args: argparse.Namespace) -> int:
     vms = _baremetal_vms(args)
     image = build.build(vms, platform, 2 if platform.name == "rpi4" else args.gic)
     if args.baremetal_command == "build":
-        args.output.write_bytes(image.data)
+        write_file(args.output, image.data, "image")
         print(f"{args.output}: {len(image.data)} bytes, needs {image.memory >> 20} MiB of RAM")
         return 0
     # QEMU takes this process's place (signals and exit status are its own, nothing is left

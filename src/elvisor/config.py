@@ -7,14 +7,17 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from elvisor.arch.arm64 import boot
+from elvisor.arch.arm64 import boot, layout
+from elvisor.devices.tap import check_tap_name
 from elvisor.errors import UserError
+from elvisor.files import read_head
 from elvisor.units import parse_size
 
 DEFAULT_MEMORY = 512 << 20
 MIN_MEMORY = 8 << 20
 DEFAULT_CMDLINE = "console=ttyAMA0"
 MAX_CMDLINE = 2047  # arm64 COMMAND_LINE_SIZE, less the terminating NUL
+SECTOR = 512  # virtio-blk's unit
 
 
 def host_memory() -> int | None:
@@ -37,11 +40,6 @@ def _readable(path: Path, what: str) -> None:
         raise UserError(f"{what} {path} is not readable: check its permissions")
 
 
-def _head(path: Path, size: int = 64) -> bytes:
-    with path.open("rb") as f:
-        return f.read(size)
-
-
 @dataclass(frozen=True)
 class DiskConfig:
     """A raw disk image file for a virtio-blk device."""
@@ -60,6 +58,13 @@ class DiskConfig:
             hint = "" if self.readonly else " (or add ,ro)"
             raise UserError(f"disk {path} is not {'readable' if self.readonly else 'writable'}: "
                             f"check its permissions{hint}")  # fmt: skip
+        try:
+            with path.open("rb") as f:
+                size = f.seek(0, os.SEEK_END)  # (a block device's st_size is 0)
+        except OSError as e:
+            raise UserError(f"cannot read disk {path}: {e.strerror}") from None
+        if size < SECTOR:
+            raise UserError(f"disk {path} is smaller than one {SECTOR}-byte sector")
 
     @classmethod
     def parse(cls, text: str) -> DiskConfig:
@@ -99,6 +104,8 @@ class NetConfig:
                 raise UserError(f"--net {text!r}: vhost=on or vhost=off, with a tap= port")
             else:
                 raise UserError(f"--net {text!r}: unknown option {key!r} (mac= or vhost=)")
+        if tap:
+            check_tap_name(tap)
         return cls(backend, tap or None, mac, vhost)
 
 
@@ -152,14 +159,9 @@ class VmConfig:
             raise UserError("give a kernel (--kernel) or a bare-metal program (--binary)")
         if self.kernel is not None:
             _readable(self.kernel, "kernel")
-            if boot.kind_of(_head(self.kernel)) is None:
-                raise UserError(
-                    f"kernel {self.kernel} is neither an arm64 Linux Image (plain or gzip) "
-                    "nor an ELF file"
-                )
         if self.binary is not None:
             _readable(self.binary, "binary")
-            is_elf = boot.kind_of(_head(self.binary)) == "elf"
+            is_elf = boot.kind_of(read_head(self.binary, "binary", 64)) == "elf"
             if is_elf and self.load_addr is not None:
                 raise UserError(
                     f"{self.binary} is an ELF file: it says where it loads, drop --load-addr"
@@ -194,6 +196,13 @@ class VmConfig:
         for path in paths:
             if paths.count(path) > 1:
                 raise UserError(f"disk {path} is given twice")
+        # what it boots, placed in its RAM from the files' headers: fits, and is sound
+        boot.plan(self.boot, boot.Ram(layout.RAM_BASE, self.memory))
+
+    @property
+    def boot(self) -> boot.BootFiles:
+        """What it boots: the files and where a raw binary goes."""
+        return boot.BootFiles(self.kernel, self.binary, self.load_addr, self.initrd)
 
 
 def boot_files(

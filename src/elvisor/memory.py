@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 # Linux's MAP_NORESERVE (asm-generic/mman.h); Python's mmap module names it from 3.13 on
 MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
+ZEROS = bytes(1 << 20)
 
 
 class GuestMemoryError(ValueError):
@@ -105,6 +106,13 @@ class GuestMemory:
         """Write all of `data`, or (if any of it falls outside RAM) nothing."""
         region, offset = self.check_range(gpa, len(data))
         region.mapping[offset : offset + len(data)] = data
+
+    def zero(self, gpa: int, length: int) -> None:
+        """Fill [gpa, gpa + length) with zeros (all of it, or nothing if it is not in RAM)."""
+        view = self.view(gpa, length)
+        for start in range(0, length, len(ZEROS)):
+            chunk = view[start : start + len(ZEROS)]
+            chunk[:] = ZEROS[: len(chunk)]
 
     def read_u32(self, gpa: int) -> int:
         return int.from_bytes(self.read(gpa, 4), "little")

@@ -328,36 +328,12 @@ class Vm:
 
     def _load(self) -> tuple[int, int]:
         """Load what the guest boots, the initrd and the device tree; (entry, dtb address)."""
-        c = self.config
-        if c.kernel is not None:
-            data = c.kernel.read_bytes()
-            if boot.kind_of(data) == "elf":
-                loaded = boot.load_elf(self.memory, data, str(c.kernel))
-            else:
-                loaded = boot.load_kernel(self.memory, data, str(c.kernel))
-        else:
-            assert c.binary is not None
-            data = c.binary.read_bytes()
-            if boot.kind_of(data) == "elf":
-                loaded = boot.load_elf(self.memory, data, str(c.binary))
-            else:
-                address = c.load_addr
-                if address is None:
-                    address = layout.RAM_BASE + boot.RAW_LOAD_OFFSET
-                loaded = boot.load_raw(self.memory, data, address, str(c.binary))
-        initrd = c.initrd.read_bytes() if c.initrd else None
-        where = boot.place_boot_blobs(
-            self.memory, loaded, 0, None if initrd is None else len(initrd)
-        )
-        if initrd is not None and where.initrd is not None:
-            self.memory.write(where.initrd, initrd)
-        self.dtb_blob = devicetree.build(self._device_tree_spec(where, initrd))
-        self.memory.write(where.dtb, self.dtb_blob)
-        return loaded.entry, where.dtb
+        guest = boot.load_guest(self.memory, self.config.boot)
+        self.dtb_blob = devicetree.build(self._device_tree_spec(guest))
+        self.memory.write(guest.layout.dtb, self.dtb_blob)
+        return guest.loaded.entry, guest.layout.dtb
 
-    def _device_tree_spec(
-        self, where: boot.BootLayout, initrd: bytes | None
-    ) -> devicetree.DeviceTreeSpec:
+    def _device_tree_spec(self, guest: boot.Guest) -> devicetree.DeviceTreeSpec:
         return devicetree.DeviceTreeSpec(
             memory=[(r.gpa, r.size) for r in self.memory.regions],
             mpidrs=self.mpidrs,
@@ -366,9 +342,7 @@ class Vm:
             devices=self.bus.placements,
             cmdline=self.config.cmdline,
             stdout=self.uart_placement,
-            initrd=None
-            if initrd is None or where.initrd is None
-            else (where.initrd, where.initrd + len(initrd)),
+            initrd=guest.initrd_range,
             pmu=self.pmu,
             rng_seed=secrets.token_bytes(64),
             kaslr_seed=secrets.randbits(64),

@@ -40,6 +40,16 @@ def test_piped_commands_run_and_poweroff_ends_with_status_0(elvisor_run) -> None
     assert b"\npiped-42\n" in out
     assert b"\naarch64\n" in out
     assert b"console=ttyAMA0" in out
+    assert b"[6n" not in out  # the shell's cursor query: nobody here to answer it
+
+
+def test_device_tree_to_an_unwritable_path_is_one_line(elvisor_run) -> None:
+    result = elvisor_run("--dump-dtb", "/nonexistent-dir/guest.dtb")
+    assert result.returncode == 2
+    assert result.stderr.decode().splitlines() == [
+        "elvisor: error: cannot write device tree /nonexistent-dir/guest.dtb: "
+        "No such file or directory"
+    ]
 
 
 @pytest.mark.every_host

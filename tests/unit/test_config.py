@@ -1,8 +1,10 @@
 """VmConfig: every bad value is one clear error, before any ioctl; and `elvisor run`'s lines."""
 
+import gzip
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,13 @@ from elvisor.errors import UserError
 def kernel(tmp_path):
     path = tmp_path / "Image"
     path.write_bytes(struct.pack("<IIQQQQQQII", 0, 0, 0, 1 << 20, 0, 0, 0, 0, 0x644D5241, 0))
+    return path
+
+
+@pytest.fixture
+def disk(tmp_path):
+    path = tmp_path / "disk.img"
+    path.write_bytes(bytes(4096))
     return path
 
 
@@ -46,10 +55,24 @@ def test_a_good_config(kernel) -> None:
         (lambda k, r, t: VmConfig(kernel=k, cmdline="x" * 3000), "longer than 2047"),
         (lambda k, r, t: VmConfig(kernel=k, vsock_cid=2), "context ID is from 3"),
         (lambda k, r, t: VmConfig(kernel=k, vsock_cid=1 << 32), "context ID is from 3"),
-        (lambda k, r, t: VmConfig(kernel=k, disks=(DiskConfig(k), DiskConfig(k))), "given twice"),
+        (lambda k, r, t: VmConfig(kernel=k, disks=(DiskConfig(t / "disk.img"),) * 2),
+         "given twice"),
+        (lambda k, r, t: VmConfig(kernel=k, disks=(DiskConfig(k),)), "smaller than one 512-byte"),
+        (lambda k, r, t: VmConfig(kernel=t / "Image.gz"), "truncated gzip"),
+        (lambda k, r, t: VmConfig(kernel=t / "big", memory=16 << 20), "the kernel .* does not fit"),
+        (lambda k, r, t: VmConfig(kernel=k, initrd=t / "big", memory=16 << 20),
+         "too small for the kernel, device tree and initrd"),
+        (lambda k, r, t: VmConfig(binary=r, load_addr=0x1000), "does not fit in guest RAM"),
+        (lambda k, r, t: VmConfig(kernel=Path("/proc/self/mem")), "cannot read kernel"),
     ],
-)
-def test_bad_configs(kernel, raw, tmp_path, make, message: str) -> None:
+)  # fmt: skip
+def test_bad_configs(kernel, raw, disk, tmp_path, make, message: str) -> None:
+    """Each found by VmConfig itself: before /dev/kvm, on any host (and for baremetal build)."""
+    whole = gzip.compress(kernel.read_bytes() + bytes(1 << 16))
+    (tmp_path / "Image.gz").write_bytes(whole[: len(whole) // 2])
+    with (tmp_path / "big").open("wb") as f:
+        f.write(kernel.read_bytes())
+        f.truncate(32 << 20)
     with pytest.raises(UserError, match=message):
         make(kernel, raw, tmp_path)
 
@@ -78,6 +101,8 @@ def test_net_options(text: str, expected: NetConfig) -> None:
         ("tap=t,mac=01:00:00:00:00:01", "multicast"),
         ("tap=t,mac=52:54:00:12:34", "not a MAC address"),
         ("tap=t,speed=10", "unknown option 'speed'"),
+        ("tap=a-name-of-16-bytes", "an interface name of 1 to 15 characters"),
+        ("tap=a b", "an interface name of 1 to 15 characters"),
     ],
 )
 def test_bad_net_options(text: str, message: str) -> None:
@@ -94,7 +119,12 @@ def test_vsock_option() -> None:
 
 def test_elf_binary_needs_no_load_address(tmp_path) -> None:
     elf = tmp_path / "g.elf"
-    elf.write_bytes(b"\x7fELF\x02\x01" + bytes(58))
+    header = bytearray(64 + 56)
+    header[:6] = b"\x7fELF\x02\x01"
+    struct.pack_into("<HHIQQ", header, 16, 2, 183, 1, 0x4008_0000, 64)  # AArch64, phoff 64
+    struct.pack_into("<HH", header, 54, 56, 1)
+    struct.pack_into("<IIQQQQQ", header, 64, 1, 5, 0, 0x4008_0000, 0x4008_0000, 120, 120)
+    elf.write_bytes(bytes(header))
     VmConfig(binary=elf)
     with pytest.raises(UserError, match="drop --load-addr"):
         VmConfig(binary=elf, load_addr=0x4008_0000)
@@ -111,11 +141,18 @@ def test_elf_binary_needs_no_load_address(tmp_path) -> None:
             ["--binary", "/etc/hostname", "--load-addr", "0x40080000", "--memory", "1T"],
             "more than this host",
         ),
+        (["--kernel", "/proc/self/mem"], "cannot read kernel /proc/self/mem: Input/output"),
+        (["--binary", "/etc/hostname", "--disk", "/etc/hostname"], "smaller than one 512-byte"),
+        (["--binary", "/etc/hostname", "--net", "tap=0123456789abcdef"], "1 to 15 characters"),
+        (["baremetal", "build", "-o", "/nonexistent-dir/x.img", "--binary", "/etc/hostname"],
+         "cannot write image /nonexistent-dir/x.img: No such file or directory"),
     ],
-)
+)  # fmt: skip
 def test_elvisor_run_bad_input(args: list[str], message: str) -> None:
+    """One line and status 2 on any host: these are all found before /dev/kvm is opened."""
+    command = args if args[0] == "baremetal" else ["run", *args]
     result = subprocess.run(
-        [sys.executable, "-m", "elvisor", "run", *args],
+        [sys.executable, "-m", "elvisor", *command],
         capture_output=True,
         text=True,
         timeout=60,

@@ -100,27 +100,13 @@ def load_vm(
     ram_size = align_up(config.memory, RAM_ALIGN)
     memory = GuestMemory([(ram_base, ram_size)])
     try:
-        if config.kernel is not None:
-            data = config.kernel.read_bytes()
-            if boot.kind_of(data) == "elf":
-                loaded = boot.load_elf(memory, data, str(config.kernel))
-            else:
-                loaded = boot.load_kernel(memory, data, str(config.kernel))
-        else:
-            assert config.binary is not None
-            data = config.binary.read_bytes()
-            if boot.kind_of(data) == "elf":
-                loaded = boot.load_elf(memory, data, str(config.binary))
-            elif config.load_addr is not None:
-                raise UserError("a VM's raw binary goes 512 KiB into its RAM: drop --load-addr")
-            else:
-                address = ram_base + boot.RAW_LOAD_OFFSET
-                loaded = boot.load_raw(memory, data, address, str(config.binary))
-        initrd = config.initrd.read_bytes() if config.initrd else None
-        where = boot.place_boot_blobs(memory, loaded, 0, None if initrd is None else len(initrd))
+        if config.binary is not None and config.load_addr is not None:
+            raise UserError("a VM's raw binary goes 512 KiB into its RAM: drop --load-addr")
+        guest = boot.load_guest(memory, config.boot)
+        loaded, where = guest.loaded, guest.layout
         payloads = [(loaded.start, memory.read(loaded.start, loaded.end - loaded.start))]
-        if initrd is not None and where.initrd is not None:
-            payloads.append((where.initrd, initrd))
+        if guest.initrd is not None and where.initrd is not None:
+            payloads.append((where.initrd, guest.initrd))
         dtb = devicetree.build(
             devicetree.DeviceTreeSpec(
                 memory=[(ram_base, ram_size)],
@@ -130,8 +116,7 @@ def load_vm(
                 devices=[UART],
                 cmdline=config.cmdline,
                 stdout=UART,
-                initrd=None if initrd is None or where.initrd is None
-                else (where.initrd, where.initrd + len(initrd)),
+                initrd=guest.initrd_range,
                 pmu=False,
                 rng_seed=secrets.token_bytes(64),
                 kaslr_seed=secrets.randbits(64),

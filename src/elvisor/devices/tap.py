@@ -28,12 +28,17 @@ IFREQ = struct.Struct(f"{IFNAMSIZ}sH22x")  # struct ifreq: name, then ifr_flags 
 VNET_HDR_SIZE = 12  # struct virtio_net_hdr_v1 (virtio 1.x: with num_buffers)
 
 
+def check_tap_name(name: str) -> None:
+    """A network interface's name: 1 to 15 bytes (IFNAMSIZ less the NUL), no '/' or spaces."""
+    if not 0 < len(name.encode()) < IFNAMSIZ or "/" in name or len(name.split()) != 1:
+        raise UserError(f"tap={name!r}: an interface name of 1 to 15 characters, like tap0")
+
+
 class Tap:
     """An open TAP device (created if it does not exist yet, which needs CAP_NET_ADMIN)."""
 
     def __init__(self, name: str) -> None:
-        if not 0 < len(name.encode()) < IFNAMSIZ or "/" in name or name.strip() != name:
-            raise UserError(f"tap={name!r}: an interface name of 1 to 15 characters, like tap0")
+        check_tap_name(name)
         try:
             self.fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as e:
