@@ -81,6 +81,7 @@ _Noreturn void secondary_main(unsigned cpu)
 
 _Noreturn void firmware_system_off(void)
 {
+	console_flush();
 	if (firmware_psci)
 		firmware_call(PSCI_SYSTEM_OFF, 0, 0, 0);
 	panic("the firmware did not power the machine off");

@@ -144,6 +144,9 @@ void vgic_fold(struct vcpu *v)
 	}
 	v->gic.lrs_used = 0;
 	v->gic.dirty = 1;
+	/* No underflow interrupt while the LRs are empty: it would stay asserted (a level) and
+	 * this trap's interrupts would never be done; the flush at its end asks again if need be */
+	gic->underflow(0);
 	spin_unlock(&g->lock);
 }
 
@@ -263,14 +266,16 @@ static void send_sgi(struct vcpu *v, unsigned intid, uint64_t targets)
 void vgic_sgi1r(struct vcpu *v, uint64_t value)
 {
 	/* TargetList [15:0], Aff1 [23:16], INTID [27:24], Aff2 [39:32], IRM [40], RS [47:44],
-	 * Aff3 [55:48]: this VM's vCPUs are Aff0 = 0 to 15 of affinity 0.0.0 */
+	 * Aff3 [55:48]: this VM's vCPUs are Aff0 = 0 to cpus - 1 of affinity 0.0.0; TargetList
+	 * bit n is Aff0 = RS * 16 + n */
 	uint64_t all = (1ul << v->vm->config->cpus) - 1, targets;
+	unsigned range = value >> 44 & 0xf;
 	if (value >> 40 & 1)
 		targets = all & ~(1ul << v->index);
-	else if (value & 0xff00ff00ff0000ul)
+	else if (value & 0xff00ff00ff0000ul || range * 16 >= MAX_CPUS)
 		targets = 0;
 	else
-		targets = value & 0xffff & all;
+		targets = (value & 0xffff) << range * 16 & all;
 	spin_lock(&v->vm->gic.lock);
 	send_sgi(v, value >> 24 & 0xf, targets);
 	spin_unlock(&v->vm->gic.lock);

@@ -183,15 +183,21 @@ void console_input(void)
 	spin_unlock(&input_lock);
 }
 
+void vcpu_off(struct vcpu *v)
+{
+	spin_lock(&v->vm->lock);
+	v->state = VCPU_OFF;
+	spin_unlock(&v->vm->lock);
+	__asm__ volatile("dsb ish\n sev" ::: "memory");
+}
+
 void vm_check(struct vcpu *v)
 {
 	struct vm *vm = v->vm;
 	if (vm->running && !vm->resetting)
 		return;
-	if (vm->resetting) {
-		v->state = VCPU_OFF;
-		__asm__ volatile("dsb ish\n sev" ::: "memory");
-	}
+	if (vm->resetting)
+		vcpu_off(v);
 	cpu_restart(v->cpu);
 }
 
@@ -206,35 +212,34 @@ static void kick_others(struct vm *vm, struct vcpu *v)
 _Noreturn void vm_reset(struct vcpu *v)
 {
 	struct vm *vm = v->vm;
-	spin_lock(&vms_lock);
+	spin_lock(&vm->lock);
 	int first = !vm->resetting;
-	vm->resetting = 1;
-	spin_unlock(&vms_lock);
+	vm->resetting = 1; /* from here on, none of its vCPUs is switched on */
+	for (unsigned k = 0; first && k < vm->config->cpus; k++)
+		if (vm->vcpus[k].state == VCPU_ON_PENDING && k != v->index)
+			vm->vcpus[k].state = VCPU_OFF; /* (its CPU has not taken it: it never will) */
+	spin_unlock(&vm->lock);
 	if (!first) /* another of its vCPUs asked too: that one resets it */
 		vm_check(v);
 	vuart_flush(&vm->uart);
 	print("elvisor EL2: VM %s resets\n", vm->config->name);
 	kick_others(vm, v);
-	for (unsigned k = 0; k < vm->config->cpus; k++) { /* each switches off at its next trap */
-		struct vcpu *other = &vm->vcpus[k];
-		if (other != v && other->state == VCPU_ON_PENDING)
-			other->state = VCPU_OFF;
-		while (other != v && other->state != VCPU_OFF)
+	for (unsigned k = 0; k < vm->config->cpus; k++) /* each switches off at its next trap */
+		while (k != v->index && vm->vcpus[k].state != VCPU_OFF)
 			__asm__ volatile("wfe" ::: "memory");
-	}
 	load(vm);
 	vuart_init(&vm->uart, vm->config->name);
 	spin_lock(&vm->gic.lock);
 	vgic_init(vm);
 	spin_unlock(&vm->gic.lock);
 	struct vcpu *boot = &vm->vcpus[0];
+	spin_lock(&vm->lock);
 	boot->entry = vm->config->entry;
 	boot->context = vm->config->dtb;
 	v->state = VCPU_OFF;
 	boot->state = VCPU_ON_PENDING;
-	__asm__ volatile("dmb ish" ::: "memory");
 	vm->resetting = 0;
-	__asm__ volatile("dsb ish" ::: "memory");
+	spin_unlock(&vm->lock);
 	if (boot != v)
 		gic->kick(boot->cpu);
 	cpu_restart(v->cpu);

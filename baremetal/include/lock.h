@@ -1,4 +1,6 @@
-/* A spinlock for the hypervisor's shared state (the UART, a VM's emulated devices). The EL2
+/* A spinlock for the hypervisor's shared state (the console, a VM's emulated devices), fair:
+ * a ticket lock, so CPUs get it in the order they asked and none waits behind others taking it
+ * again and again (a VM printing from all its vCPUs cannot starve the VM beside it). The EL2
  * MMU is on, so the exclusives work on real hardware too. */
 #ifndef LOCK_H
 #define LOCK_H
@@ -6,26 +8,33 @@
 #include <stdint.h>
 
 typedef struct {
-	volatile uint32_t held;
+	volatile uint32_t next; /* the ticket the next CPU to ask takes */
+	volatile uint32_t serving; /* the ticket that holds the lock */
 } spinlock_t;
 
 static inline void spin_lock(spinlock_t *lock)
 {
-	uint32_t held, failed;
-	__asm__ volatile("sevl\n"
-			 "1: wfe\n"
-			 "2: ldaxr %w0, [%2]\n"
-			 "cbnz %w0, 1b\n" /* held: wait for the holder's release (an event) */
-			 "stxr %w1, %w3, [%2]\n"
-			 "cbnz %w1, 2b\n" /* lost a race for it: look again at once */
-			 : "=&r"(held), "=&r"(failed)
-			 : "r"(&lock->held), "r"(1)
+	uint32_t ticket, next, failed, serving;
+	__asm__ volatile("1: ldaxr %w0, [%3]\n" /* take a ticket */
+			 "add %w1, %w0, #1\n"
+			 "stxr %w2, %w1, [%3]\n"
+			 "cbnz %w2, 1b\n"
+			 : "=&r"(ticket), "=&r"(next), "=&r"(failed)
+			 : "r"(&lock->next)
 			 : "memory");
+	__asm__ volatile("sevl\n"
+			 "1: wfe\n" /* until the holder's release (its store clears our monitor) */
+			 "ldaxr %w0, [%1]\n"
+			 "cmp %w0, %w2\n"
+			 "b.ne 1b\n"
+			 : "=&r"(serving)
+			 : "r"(&lock->serving), "r"(ticket)
+			 : "memory", "cc");
 }
 
 static inline void spin_unlock(spinlock_t *lock)
 {
-	__asm__ volatile("stlr wzr, [%0]" : : "r"(&lock->held) : "memory");
+	__asm__ volatile("stlr %w0, [%1]" : : "r"(lock->serving + 1), "r"(&lock->serving) : "memory");
 }
 
 #endif

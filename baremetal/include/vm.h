@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "frame.h"
+#include "lock.h"
 #include "platform.h"
 #include "stage2.h"
 #include "vgic.h"
@@ -33,6 +34,10 @@ struct vm {
 	struct vuart uart;
 	struct vgic gic;
 	volatile int running; /* cleared for good when it powers off or is stopped */
+	/* Its vCPUs' states and `resetting` change under this lock, so that once a reset has
+	 * begun no vCPU of the VM is switched on (by CPU_ON, or by its CPU taking an ON_PENDING
+	 * vCPU) until the reset is done. */
+	spinlock_t lock;
 	volatile int resetting; /* its vCPUs are asked to switch off, for a reset */
 };
 
@@ -47,6 +52,8 @@ struct vcpu *current_vcpu(void);
 unsigned this_cpu(void);
 /* At a trap of `v`: when its VM stopped or resets, `v` stops here (does not return). */
 void vm_check(struct vcpu *v);
+/* `v` switches off (PSCI CPU_OFF, or its VM resets); a resetting vCPU waiting for it hears. */
+void vcpu_off(struct vcpu *v);
 /* Input from the board's UART, for the VM that has the console's input. */
 void console_input(void);
 /* The vCPU's VM stops for good (powered off, or a fault: `why`); when it was the last VM

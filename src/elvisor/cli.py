@@ -59,6 +59,14 @@ def _lab_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--mirror", help="Debian mirror URI (default: the system's apt source)")
     parser.add_argument(
+        "--disk",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="a raw image as a virtio disk of the lab (/dev/vda, /dev/vdb, ...)",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="store_true", help="show the lab's boot log and timings"
     )
 
@@ -202,12 +210,19 @@ def _cmd_lab(args: argparse.Namespace, started: float) -> int:
         machine=machine,
         timeout=args.timeout or None,
         verbose=args.verbose,
+        disks=tuple(_lab_disk(d) for d in args.disk),
     )
     if session.native_kvm():
         return session.run(request, None, started)
     lab_image = ensure_image(args.suite, machine.flavour, args.mirror)
     default_guest()  # built here, where apt is, for `elvisor run` inside the lab
     return session.run(request, lab_image, started)
+
+
+def _lab_disk(path: Path) -> Path:
+    if not path.is_file() or not os.access(path, os.R_OK | os.W_OK):
+        raise UserError(f"--disk {path}: give a raw image file you can read and write")
+    return path.resolve()
 
 
 def _address(text: str) -> int:

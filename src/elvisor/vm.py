@@ -418,9 +418,10 @@ class Vm:
         self._stopping = False
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wake_w = wake_w
-        saved = {
+        saved = {  # (SIGINT too: Python leaves it ignored when its parent ignored it)
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)
         }
+        saved[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
         saved[KICK_SIGNAL] = signal.signal(KICK_SIGNAL, lambda s, f: None)
         input_fd = self.console.input_fd
         try:

@@ -241,19 +241,60 @@ def test_virtual_timer_interrupts_reach_each_vm_on_gicv3(tmp_path, cpu: str) -> 
         assert f"VM {vm} powered off" in result.stdout
 
 
-def test_a_guest_writing_garbage_to_its_gic_harms_nothing(tmp_path) -> None:
-    """Random values in every register of its distributor and redistributor, random SGIs:
-    the hypervisor lives on, and so does the VM beside it."""
+@pytest.mark.parametrize("gic", ["3", "2"])
+def test_a_guest_writing_garbage_to_its_gic_harms_nothing(tmp_path, gic: str) -> None:
+    """Random values in every register of its distributor (ITARGETSR and GICD_SGIR on GICv2)
+    and of each of its redistributors, random SGIs: the hypervisor lives on, and so does the
+    VM beside it. On GICv3, an SGI for a vCPU the VM does not have (ICC_SGI1R's RS field)
+    reaches none of its vCPUs."""
     vms = tmp_path / "vms.toml"
     vms.write_text(
-        f'[[vm]]\nbinary = "{guest("gic_garbage.bin")}"\nmemory = "64M"\n'
+        f'[[vm]]\nbinary = "{guest("gic_garbage.bin")}"\nmemory = "64M"\ncpus = 2\n'
         f'[[vm]]\nbinary = "{guest("smp.bin")}"\nmemory = "64M"\ncpus = 2\n'
     )
-    result = baremetal("run", "--vms", str(vms))
+    result = baremetal("run", "--gic", gic, "--vms", str(vms))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[vm0] gic garbage: survived\n" in result.stdout
     assert "[vm1] cpu0: cpu1 reported in\n" in result.stdout
     assert "stopped" not in result.stdout
+    if gic == "3":
+        assert "[vm0] gic garbage: an SGI for Aff0 16 reached no vCPU\n" in result.stdout
+
+
+def test_a_guest_abusing_psci_and_hypercalls_harms_nothing(tmp_path) -> None:
+    """Random HVC/SMC function IDs and arguments, CPU_ON with random MPIDRs and entry points,
+    then CPU_ON racing SYSTEM_RESET, three times: no vCPU is switched on by a CPU_ON from
+    before a reset, and the VM beside it goes on."""
+    vms = tmp_path / "vms.toml"
+    vms.write_text(
+        f'[[vm]]\nbinary = "{guest("psci_garbage.bin")}"\nmemory = "64M"\ncpus = 3\n'
+        f'[[vm]]\nbinary = "{guest("smp.bin")}"\nmemory = "64M"\ncpus = 2\n'
+    )
+    result = baremetal("run", "--vms", str(vms))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.count("[vm0] psci garbage: racing a reset\n") == 3
+    assert out.count("elvisor EL2: VM vm0 resets\n") == 3
+    assert "[vm0] psci garbage: survived the resets\n" in out
+    assert "stale" not in out and "stopped" not in out
+    assert "[vm1] cpu0: cpu1 reported in\n" in out
+
+
+def test_a_load_pair_from_a_device_stops_only_its_vm(tmp_path) -> None:
+    """LDP from the UART's window: no syndrome to emulate it from. Its VM is stopped with
+    the fault's registers; the VM beside it goes on."""
+    vms = tmp_path / "vms.toml"
+    vms.write_text(
+        f'[[vm]]\nbinary = "{guest("fault.bin")}"\nmemory = "64M"\n'
+        f'[[vm]]\nbinary = "{guest("smp.bin")}"\nmemory = "64M"\ncpus = 2\n'
+    )
+    result = baremetal("run", "--vms", str(vms))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "VM vm0 stopped" in out
+    assert "FAR 0000000009000000" in out
+    assert "[vm1] cpu0: cpu1 reported in\n" in out
+    assert out.index("VM vm0 stopped") < out.index("no VM is left: powering off")
 
 
 @pytest.mark.parametrize(("cpu", "gic", "cpus"),

@@ -6,6 +6,7 @@ Where /dev/kvm should be and is not, they fail: they are never skipped.
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -57,8 +58,8 @@ def console_session():
     """Start guests driven through their console; they are killed if the test leaves any."""
     sessions: list[Session] = []
 
-    def start(*args: str) -> Session:
-        sessions.append(Session(*args))
+    def start(*args: str, ignore_sigint: bool = False) -> Session:
+        sessions.append(Session(*args, ignore_sigint=ignore_sigint))
         return sessions[-1]
 
     yield start
@@ -66,15 +67,21 @@ def console_session():
         session.close()
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Session:
     """A guest driven through its console, as a user at a terminal would (expect-style)."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, ignore_sigint: bool = False) -> None:
         self.proc = subprocess.Popen(
             [*ELVISOR, "run", *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            # as a shell starts a background job: SIGINT ignored, which elvisor inherits
+            preexec_fn=_ignore_sigint if ignore_sigint else None,
         )
         self.output = b""
 

@@ -21,8 +21,12 @@ def test_ctrl_a_x_quits(elvisor_run) -> None:
 
 def test_sigterm_and_sigint_end_the_vm_in_order(guest, console_session) -> None:
     """Even with the vCPU spinning in the guest, never exiting to elvisor by itself."""
-    for sig, status in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
-        session = console_session("--binary", str(guest("spin.elf")))
+    for sig, status, ignored in (
+        (signal.SIGTERM, 143, False),
+        (signal.SIGINT, 130, False),
+        (signal.SIGINT, 130, True),  # even when elvisor's parent ignored SIGINT
+    ):
+        session = console_session("--binary", str(guest("spin.elf")), ignore_sigint=ignored)
         session.expect(rb"spinning\n")
         session.proc.send_signal(sig)
         assert session.wait() == status

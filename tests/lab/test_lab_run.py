@@ -1,7 +1,9 @@
 """`elvisor lab run`: statuses, output, the shared checkout, timeouts, signals, failures."""
 
+import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -58,7 +60,12 @@ def test_timeout_stops_the_lab_with_status_124(lab_run) -> None:
     assert time.monotonic() - started < 120  # stopped, not waited out
 
 
-def start_and_wait_for_command(*cmd: str) -> subprocess.Popen[str]:
+def _ignore_sigint() -> None:
+    """As a shell starts a background job (and as `make test` may be started)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start_and_wait_for_command(*cmd: str, ignore_sigint: bool = False) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "elvisor", "lab", "run", "-v", "--", *cmd],
         stdin=subprocess.DEVNULL,
@@ -66,22 +73,39 @@ def start_and_wait_for_command(*cmd: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        # as a shell starts a background job (and as `make test` may be started): SIGINT ignored
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        if ignore_sigint
+        else None,
     )
     assert proc.stderr is not None
     for line in proc.stderr:
         if "command started" in line:
             return proc
     proc.kill()
+    proc.communicate()
     raise AssertionError("the command never started in the lab")
 
 
 @pytest.mark.usefixtures("no_leftovers")
-@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_ends_the_run_in_order(sig: signal.Signals, status: int) -> None:
-    proc = start_and_wait_for_command("sleep", "600")
+@pytest.mark.parametrize(
+    ("sig", "ignored", "status"),
+    [
+        (signal.SIGINT, False, 130),
+        (signal.SIGINT, True, 130),  # Ctrl-C ends the lab even if elvisor's parent ignored it
+        (signal.SIGTERM, False, 143),
+    ],
+)
+def test_signal_ends_the_run_in_order(sig: signal.Signals, ignored: bool, status: int) -> None:
+    proc = start_and_wait_for_command("sleep", "600", ignore_sigint=ignored)
     proc.send_signal(sig)
-    assert proc.wait(timeout=60) == status
-    proc.communicate()
+    try:
+        _, stderr = proc.communicate(timeout=60)  # (both pipes drained meanwhile)
+    finally:
+        if proc.poll() is None:  # never leave it (and its QEMU) running
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == status, stderr
 
 
 def test_killed_elvisor_takes_qemu_with_it(lab_qemus) -> None:
@@ -117,3 +141,34 @@ def test_lab_that_does_not_boot_shows_its_console(lab_run, tmp_path: Path) -> No
     assert "elvisor: error: the lab did not boot" in result.stderr
     assert "Kernel panic" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_ctrl_a_x_at_a_terminal_leaves_the_lab_with_status_0() -> None:
+    """The way out `make demo` shows: the lab stops, and nothing looks like a failure."""
+    main, tty = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "elvisor", "lab", "run", "-v", "--", "sleep", "600"],
+        stdin=tty,
+        stdout=tty,
+        stderr=tty,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    os.close(tty)
+    seen = b""
+    try:
+        while b"command started" not in seen:
+            ready, _, _ = select.select([main], [], [], 120)
+            assert ready, f"the command never started; the terminal showed:\n{seen[-2000:]!r}"
+            seen += os.read(main, 4096)
+        os.write(main, b"\x01x")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        with contextlib.suppress(OSError):
+            while os.read(main, 4096):
+                pass
+        os.close(main)

@@ -27,16 +27,23 @@ static int64_t cpu_on(struct vcpu *v, uint64_t mpidr, uint64_t entry, uint64_t c
 	struct vcpu *t = target(v, mpidr);
 	if (!t)
 		return PSCI_INVALID_PARAMETERS;
+	int64_t result = PSCI_SUCCESS;
+	spin_lock(&v->vm->lock);
 	if (t->state == VCPU_ON)
-		return PSCI_ALREADY_ON;
-	if (t->state == VCPU_ON_PENDING)
-		return PSCI_ON_PENDING;
-	t->entry = entry; /* (checked by stage 2: an entry outside its RAM faults there) */
-	t->context = context;
-	__asm__ volatile("dmb ish" ::: "memory");
-	t->state = VCPU_ON_PENDING;
-	gic->kick(t->cpu); /* its CPU waits for an interrupt */
-	return PSCI_SUCCESS;
+		result = PSCI_ALREADY_ON;
+	else if (t->state == VCPU_ON_PENDING)
+		result = PSCI_ON_PENDING;
+	else if (v->vm->resetting) /* (the caller switches off at the end of this trap) */
+		result = PSCI_DENIED;
+	else {
+		t->entry = entry; /* (checked by stage 2: an entry outside its RAM faults there) */
+		t->context = context;
+		t->state = VCPU_ON_PENDING;
+	}
+	spin_unlock(&v->vm->lock);
+	if (result == PSCI_SUCCESS)
+		gic->kick(t->cpu); /* its CPU waits for an interrupt */
+	return result;
 }
 
 static int64_t features(uint32_t function)
@@ -70,7 +77,7 @@ void psci_call(struct frame *frame, struct vcpu *v)
 		result = cpu_on(v, x[1], x[2], x[3]);
 		break;
 	case PSCI_CPU_OFF:
-		v->state = VCPU_OFF;
+		vcpu_off(v);
 		cpu_restart(v->cpu); /* waits for the next CPU_ON */
 	case PSCI_AFFINITY_INFO: {
 		struct vcpu *t = target(v, x[1]);

@@ -164,8 +164,10 @@ void take_interrupts(struct vcpu *v)
 			vgic_hw_irq(v, intid); /* active until its guest deactivates it */
 			continue;
 		}
-		if (intid == UART_INTID)
+		if (intid == UART_INTID) {
 			console_input();
+			console_transmit();
+		}
 		gic->deactivate(iar); /* a kick, a maintenance interrupt: the trap was the point */
 	}
 }

@@ -139,8 +139,15 @@ _Noreturn void cpu_wait_for_vcpu(unsigned cpu)
 	write_sysreg(cntv_ctl_el0, 0); /* the timer of a vCPU that ran here: quiet */
 	isb();
 	struct vcpu *v = vcpu_of_cpu(cpu);
-	while (!v || v->state != VCPU_ON_PENDING || !v->vm->running || v->vm->resetting)
-		cpu_wait();
-	v->state = VCPU_ON;
-	vcpu_enter(v);
+	for (;; cpu_wait()) {
+		if (!v)
+			continue;
+		spin_lock(&v->vm->lock); /* (not while its VM resets: see struct vm) */
+		int start = v->state == VCPU_ON_PENDING && v->vm->running && !v->vm->resetting;
+		if (start)
+			v->state = VCPU_ON;
+		spin_unlock(&v->vm->lock);
+		if (start)
+			vcpu_enter(v);
+	}
 }

@@ -32,9 +32,12 @@ USERLAND = [
     "e2fsprogs",  # mke2fs and debugfs: root filesystems for guests, and checking them
     "passt",  # user-mode networking for guests
 ]  # fmt: skip
-# virtio-pci (built into trixie's kernel) and 9p for the shared checkout; tun, vhost-net and
-# vhost-vsock for the VMM's network and vsock devices; dummy for the lab's own network port
-MODULES = ["virtio_pci", "9pnet_virtio", "9p", "tun", "vhost_net", "vhost_vsock", "dummy"]
+# virtio-pci (built into trixie's kernel) and 9p for the shared checkout; virtio-blk for the
+# lab's disks (lab run --disk); tun, vhost-net and vhost-vsock for the VMM's network and vsock
+# devices; dummy for the lab's own network port
+MODULES = [
+    "virtio_pci", "9pnet_virtio", "9p", "virtio_blk", "tun", "vhost_net", "vhost_vsock", "dummy",
+]  # fmt: skip
 # left out of the initramfs: documentation and data nobody reads in the lab
 SKIPPED = (
     "usr/share/doc/",

@@ -46,7 +46,12 @@ def cpu_option(cpu: str) -> str:
 
 
 def qemu_argv(
-    binary: str, machine: LabMachine, image: LabImage, append: str, shares: list[Share]
+    binary: str,
+    machine: LabMachine,
+    image: LabImage,
+    append: str,
+    shares: list[Share],
+    disks: tuple[Path, ...] = (),
 ) -> list[str]:
     if len(append.encode()) >= COMMAND_LINE_SIZE:
         raise UserError(
@@ -92,4 +97,9 @@ def qemu_argv(
         if share.readonly:
             options.append("readonly=on")
         argv += ["-virtfs", ",".join(options)]
+    for n, disk in enumerate(disks):  # /dev/vda, /dev/vdb, ... in the lab
+        argv += [
+            "-drive", f"file={_escape(str(disk))},format=raw,if=none,id=disk{n}",
+            "-device", f"virtio-blk-pci,drive=disk{n}",
+        ]  # fmt: skip
     return argv

@@ -47,6 +47,7 @@ class LabRequest:
     machine: LabMachine
     timeout: float | None  # seconds, or None for no limit
     verbose: bool = False
+    disks: tuple[Path, ...] = ()  # raw images: the lab's /dev/vda, /dev/vdb, ...
 
 
 class _Interrupted(Exception):
@@ -122,12 +123,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def _signals_raise() -> Iterator[None]:
-    """SIGTERM and SIGHUP end the run like Ctrl-C does: orderly, with status 128+signal."""
+    """Ctrl-C, SIGTERM and SIGHUP end the run in order, with status 128+signal. SIGINT's
+    handler is installed here too: Python leaves SIGINT ignored when its parent ignored it
+    (a shell's background job, `nohup`), and Ctrl-C must still end the lab."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise _Interrupted(128 + signum)
 
-    saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    saved = {
+        sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
     try:
         yield
     finally:
@@ -138,6 +143,8 @@ def _signals_raise() -> Iterator[None]:
 def run(request: LabRequest, image: LabImage | None, started: float) -> int:
     """Run the request's command in the lab, or natively when `image` is None."""
     if image is None:
+        if request.disks:
+            raise UserError("--disk gives the emulated lab a disk: this host needs no lab")
         return _run_native(request)
     share_root, src = source_dirs()
     cwd = Path.cwd()
@@ -156,6 +163,7 @@ def run(request: LabRequest, image: LabImage | None, started: float) -> int:
         verbose=request.verbose,
         started=started,
         interactive=is_interactive(),
+        disks=request.disks,
     )
 
 
@@ -172,6 +180,7 @@ def boot(
     started: float,
     interactive: bool,
     out: BinaryIO | None = None,
+    disks: tuple[Path, ...] = (),
 ) -> int:
     """Boot the lab, run `argv` in it; returns its exit status (124 on timeout)."""
     env = {
@@ -194,7 +203,7 @@ def boot(
     ]
     if interactive:
         append.append("elvisor_interactive=1")
-    qemu = qemu_argv(qemu_binary(), machine, image, " ".join(append), shares)
+    qemu = qemu_argv(qemu_binary(), machine, image, " ".join(append), shares, disks)
     if verbose:
         print(
             f"lab: {image.suite} kernel {image.kernel_release}, -cpu {machine.cpu}, "
@@ -267,9 +276,9 @@ class _Console:
                 break
             if not self._transfer(sel, min(wait, 1.0)):
                 break
-            if self.escape.quit:
+            if self.escape.quit:  # the user's way out, as in QEMU and `elvisor run`: status 0
                 self._message("lab: stopped (Ctrl-A x)")
-                return 130
+                return 0
         sel.close()
         if self.status is not None:
             return self.status
