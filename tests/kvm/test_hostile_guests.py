@@ -29,7 +29,6 @@ def test_garbage_in_every_gic_register(guest, elvisor_run) -> None:
         assert b"Traceback" not in result.stderr
 
 
-@pytest.mark.every_host
 def test_random_hypercalls_and_psci_racing_a_reset(guest, elvisor_run) -> None:
     """HVC #0, HVC #1 and SMC with random function IDs and arguments, CPU_ON with random MPIDRs
     and entry points, then CPU_ON racing SYSTEM_RESET (which ends the run: --no-reboot)."""

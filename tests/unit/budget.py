@@ -18,9 +18,18 @@ def _status(field: str) -> int:
     return int(match.group(1)) << 10
 
 
+def restart_peak() -> int:
+    """Start measuring: the peak restarts from the current RSS, which is returned."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status("VmRSS")
+
+
+def peak() -> int:
+    return _status("VmHWM")
+
+
 def peak_rss_growth(work: Callable[[], T]) -> tuple[T, int]:
     """(what `work` returned, how far the peak RSS rose above the RSS before it, in bytes)."""
-    Path("/proc/self/clear_refs").write_text("5")  # the peak restarts from the current RSS
-    before = _status("VmRSS")
+    before = restart_peak()
     result = work()
-    return result, _status("VmHWM") - before
+    return result, peak() - before

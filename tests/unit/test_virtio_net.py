@@ -24,6 +24,7 @@ class FakePasst(Passt):
         self.fd = self.sock.fileno()
         self.frames = deque(frames)
         self._ended = False
+        self._unsent = b""
 
     def receive(self) -> bool:
         return True
@@ -122,6 +123,7 @@ class FakeTun(Tap):
         ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.fd, self._peer = (end.detach() for end in ends)
         os.set_blocking(self.fd, False)
+        os.set_blocking(self._peer, False)  # (frames the guest sends, nobody reads: dropped)
         for frame in frames:
             os.write(self._peer, bytes(12) + frame)
         self.name = "fake"

@@ -66,6 +66,7 @@ class DriverQueue:
         self.avail_idx = 0
         self.last_used = 0
         self.buffers: dict[int, list[tuple[int, int]]] = {}  # head -> writable (addr, len)
+        self.slots: dict[int, list[int]] = {}  # head -> the descriptors its chain took
 
     def write_desc(self, table: int, index: int, addr: int, length: int, flags: int, nxt: int):
         self.memory.write(table + 16 * index, struct.pack("<QIHH", addr, length, flags, nxt))
@@ -93,6 +94,7 @@ class DriverQueue:
                 self.write_desc(table, i, addr, length, flags | more, i + 1)
             head = self.free.pop(0)
             self.write_desc(self.desc, head, table, 16 * len(parts), INDIRECT, 0)
+            self.slots[head] = [head]
         else:
             slots = [self.free.pop(0) for _ in parts]
             for i, (addr, length, flags) in enumerate(parts):
@@ -100,6 +102,7 @@ class DriverQueue:
                 nxt = slots[i + 1] if more else 0
                 self.write_desc(self.desc, slots[i], addr, length, flags | more, nxt)
             head = slots[0]
+            self.slots[head] = slots
         self.buffers[head] = [(a, n) for a, n, f in parts if f & WRITE]
         self.publish(head)
         return head
@@ -114,13 +117,16 @@ class DriverQueue:
     def used_idx(self) -> int:
         return struct.unpack("<H", self.memory.read(self.used + 2, 2))[0]
 
-    def take_used(self) -> list[tuple[int, int, list[bytes]]]:
-        """The chains the device returned since last time: (head, length, writable data)."""
+    def take_used(self, read: bool = True) -> list[tuple[int, int, list[bytes]]]:
+        """The chains the device returned since last time: (head, length, writable data;
+        unless `read` is off); their descriptors are free again."""
         done = []
         while self.last_used != self.used_idx():
             slot = self.used + 4 + 8 * (self.last_used % self.size)
             head, length = struct.unpack("<II", self.memory.read(slot, 8))
-            data = [self.memory.read(a, n) for a, n in self.buffers.pop(head)]
+            buffers = self.buffers.pop(head)
+            self.free += self.slots.pop(head)
+            data = [self.memory.read(a, n) for a, n in buffers] if read else []
             done.append((head, length, data))
             self.last_used = (self.last_used + 1) & 0xFFFF
         return done
