@@ -41,11 +41,14 @@ def test_output_cwd_checkout_and_no_temp_files(lab_run) -> None:
     script = (
         'pwd; printf "tab\\there\\n"; echo to-stderr >&2; '
         'python3 -c "import elvisor; print(elvisor.__file__)"; '
-        "test -c /dev/kvm && echo kvm; echo written-in-lab > build/lab-share-test"
+        "test -c /dev/kvm && echo kvm; test -t 1 || echo no-terminal; "
+        "echo written-in-lab > build/lab-share-test"
     )
     result = lab_run("--", "sh", "-c", script)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == (f"{ROOT}\ntab\there\nto-stderr\n{ROOT}/src/elvisor/__init__.py\nkvm\n")
+    assert result.stdout == (
+        f"{ROOT}\ntab\there\nto-stderr\n{ROOT}/src/elvisor/__init__.py\nkvm\nno-terminal\n"
+    )
     assert marker.read_text() == "written-in-lab\n"  # the share is live, both ways
     marker.unlink()
     assert set(os.listdir(tempfile.gettempdir())) == temp_before

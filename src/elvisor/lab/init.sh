@@ -64,9 +64,11 @@ if [ -n "$interactive" ]; then
     setsid cttyhack sh /run/elvisor-run.sh
     status=$?
 else
+    # no terminal on either side: input empty, output through a pipe (as `ssh host cmd`
+    # gives it), so programs do not talk to a terminal nobody answers
     stty -onlcr < /dev/console
-    sh /run/elvisor-run.sh < /dev/null
-    status=$?
+    { sh /run/elvisor-run.sh < /dev/null; echo $? > /run/elvisor-status; } 2>&1 | cat
+    status=$(cat /run/elvisor-status)
 fi
 printf '\036elvisor-lab-exit-%s %d\n' "$nonce" "$status"
 sync

@@ -188,6 +188,7 @@ def boot(
         "TERM": os.environ.get("TERM", "dumb") if interactive else "dumb",
         "LANG": "C.UTF-8",
         "ELVISOR_LAB": "1",
+        "PYTHONUNBUFFERED": "1",  # (output through a pipe still streams)
         **env,
     }
     nonce = secrets.token_hex(8)
