@@ -5,6 +5,7 @@ UserError naming the file, never a traceback."""
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,19 +54,31 @@ def size_of(path: Path, what: str) -> int:
 
 def read_file(path: Path, what: str, limit: int) -> bytes:
     """All of `path`, if it is at most `limit` bytes (the guest's RAM): a bigger file is
-    refused before it is read."""
-    with reader(path, what) as read:
-        chunks = []
-        done = 0
-        while chunk := read(done, min(1 << 24, limit + 1 - done)):
-            chunks.append(chunk)
-            done += len(chunk)
-            if done > limit:
-                raise UserError(
-                    f"{what} {path} is bigger than the guest's {limit >> 20} MiB of RAM: "
-                    "give the VM more memory (--memory)"
-                )
-        return b"".join(chunks)
+    refused from its size, before it is read (and a file of unknown size, a pipe say, once
+    more than `limit` bytes of it came)."""
+    too_big = UserError(
+        f"{what} {path} is bigger than the guest's {limit >> 20} MiB of RAM: "
+        "give the VM more memory (--memory)"
+    )
+    try:
+        with open(path, "rb", buffering=0) as f:
+            info = os.fstat(f.fileno())
+            if stat.S_ISREG(info.st_mode):
+                if info.st_size > limit:
+                    raise too_big
+                data = f.read()  # (read straight into a bytes object of the file's size)
+            else:
+                chunks: list[bytes] = []
+                size = 0
+                while size <= limit and (chunk := f.read(1 << 20)):
+                    chunks.append(chunk)
+                    size += len(chunk)
+                data = b"".join(chunks)
+    except OSError as e:
+        raise _error("read", what, path, e) from None
+    if len(data) > limit:
+        raise too_big
+    return data
 
 
 def write_file(path: Path, data: bytes, what: str) -> None:
