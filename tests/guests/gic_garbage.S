@@ -1,12 +1,14 @@
 // A hostile guest for a virtual GIC (the EL2 hypervisor's, or KVM's under `elvisor run`), v2 or
-// v3 as GICD_PIDR2 says: random values written to every word of its distributor (ITARGETSR and
-// GICD_SGIR among them) and, on GICv3, of every redistributor (128 KiB each, up to the one
-// whose GICR_TYPER says Last), each read back; 8-bit, 16-bit and 64-bit accesses here and
+// v3 as GICD_PIDR2 says: random values written to every register of its distributor
+// (ITARGETSR and GICD_SGIR among them) and, on GICv3, of every redistributor (128 KiB each, up
+// to the one whose GICR_TYPER says Last), each read back; 8-bit, 16-bit and 64-bit accesses here and
 // there; random SGIs (ICC_SGI1R_EL1, or GICD_SGIR); then it says so and powers off. The
 // hypervisor must survive it, and stop no VM but this one if it must.
 //
-// First, on GICv3, an SGI for Aff0 16 (RS = 1, TargetList bit 0), a vCPU this VM does not
-// have: it must not land on vCPU 0 (GICR_ISPENDR0 stays clear).
+// First, on GICv3, an SGI with RS = 1 and TargetList bit 0: Aff0 16, a vCPU this VM does not
+// have. The EL2 hypervisor routes it by RS, so it lands nowhere (GICR_ISPENDR0 stays clear);
+// a GIC without range selector support (GICD_TYPER.RSS = 0, as KVM's) may treat RS as 0 and
+// deliver it to vCPU 0. The guest says which.
     .include "common.inc"
     .equ GICD,          0x08000000
     .equ GICR,          0x080a0000
@@ -49,7 +51,7 @@ _start:
     adr     x9, rs_ignored_message
 2:  bl      puts
 
-    // 1. every word of the distributor
+    // 1. the distributor
 1:  mov     x22, #0x10000
     bl      garbage
     cmp     w25, #3
@@ -87,11 +89,27 @@ done:
     bl      puts
     b       power_off
 
-// a random write, then a read, to each word of [x19, x19 + x22); clobbers x0-x3, x21
+// a random write, then a read, to the words of [x19, x19 + x22): every word where a GIC's
+// registers are (the first 4 KiB of each 64 KiB frame, and the distributor's IROUTER at
+// 0x6000-0x7fff), words a random stride apart elsewhere (reserved: they read as zero and
+// ignore writes, and each access costs a trap); clobbers x0-x4, x21
 garbage:
     mov     x28, x30
     mov     x21, #0
 1:  bl      next
+    and     x4, x21, #0xffff            // where in its 64 KiB frame
+    cmp     x4, #0x1000
+    b.lo    3f
+    cmp     x4, #0x6000
+    b.lo    4f
+    cmp     x4, #0x8000
+    b.lo    3f
+4:  and     x4, x0, #0xffc              // a stride of 4 to 4092 bytes
+    add     x21, x21, x4
+    and     x21, x21, #~3
+    cmp     x21, x22
+    b.hs    5f
+3:
     add     x1, x19, x21
     str     w0, [x1]
     ldr     w2, [x1]
@@ -106,7 +124,7 @@ garbage:
 2:  add     x21, x21, #4
     cmp     x21, x22
     b.lo    1b
-    ret     x28
+5:  ret     x28
 
     define_next
 

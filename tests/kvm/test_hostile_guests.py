@@ -16,16 +16,15 @@ def offered_gic_versions() -> list[int]:
 
 @pytest.mark.every_host
 def test_garbage_in_every_gic_register(guest, elvisor_run) -> None:
-    """Distributor (ITARGETSR, GICD_SGIR on GICv2), every redistributor, random SGIs; on
-    GICv3 an SGI for Aff0 16 (ICC_SGI1R's RS field) reaches no vCPU."""
+    """Distributor (ITARGETSR, GICD_SGIR on GICv2), every redistributor, random SGIs. (The
+    guest's SGI with RS = 1 is KVM's to route: its vGIC reports no range selector support,
+    GICD_TYPER.RSS = 0, which makes RS RES0, and KVM treats it as 0.)"""
     for version in offered_gic_versions():
         result = elvisor_run(
             "--binary", str(guest("gic_garbage.elf")), "--cpus", "2", "--gic", str(version)
         )
         assert result.returncode == 0, result.stderr.decode()[-2000:]
-        assert b"gic garbage: survived\n" in result.stdout
-        if version == 3:
-            assert b"gic garbage: an SGI for Aff0 16 reached no vCPU\n" in result.stdout
+        assert result.stdout.endswith(b"gic garbage: survived\n")
         assert b"Traceback" not in result.stderr
 
 

@@ -81,5 +81,5 @@ def test_every_write_acknowledged_after_fsync_survives_a_power_cut(tmp_path) -> 
         script.unlink()
     image = disk.read_bytes()
     for i in range(1, acked + 1):
-        record = image[4096 * i : 4096 * i + 32]
+        record = image[4096 * i : 4096 * i + 64]
         assert record.startswith(f"elvisor-record {i:04d} {nonce}\n".encode()), (i, acked, record)
