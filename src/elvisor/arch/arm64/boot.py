@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import struct
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,34 +116,34 @@ def _kernel(header: ImageHeader | None, length: int, ram: Ram, name: str) -> Loa
     return Loaded(entry=load, start=load, end=load + span)
 
 
-def _inflater(name: str) -> Callable[[bytes], bytes]:
-    """Feed gzip data, get what it inflates to (bounded by MAX_DECOMPRESSED); called with
-    b"" at the end, it checks that the stream was whole."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    total = 0
+class _Inflater:
+    """gzip data in, what it inflates to out, bounded by MAX_DECOMPRESSED; `end()` checks
+    that the stream was whole."""
 
-    def feed(data: bytes) -> bytes:
-        nonlocal total
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._total = 0
+
+    def feed(self, data: bytes) -> bytes:
         try:
-            if not data:
-                if not inflater.eof:
-                    raise UserError(f"{name} is a truncated gzip file: its end is missing")
-                return b""
-            out = inflater.decompress(data, MAX_DECOMPRESSED - total + 1)
+            out = self._inflater.decompress(data, MAX_DECOMPRESSED - self._total + 1)
         except zlib.error as e:
-            raise UserError(f"{name} is a corrupt gzip file: {e}") from None
-        total += len(out)
-        if total > MAX_DECOMPRESSED or inflater.unconsumed_tail:
-            raise UserError(f"{name} decompresses to more than {MAX_DECOMPRESSED >> 20} MiB")
+            raise UserError(f"{self.name} is a corrupt gzip file: {e}") from None
+        self._total += len(out)
+        if self._total > MAX_DECOMPRESSED or self._inflater.unconsumed_tail:
+            raise UserError(f"{self.name} decompresses to more than {MAX_DECOMPRESSED >> 20} MiB")
         return out
 
-    return feed
+    def end(self) -> None:
+        if not self._inflater.eof:
+            raise UserError(f"{self.name} is a truncated gzip file: its end is missing")
 
 
 def gunzip(data: bytes, name: str) -> bytes:
-    feed = _inflater(name)
-    out = feed(data)
-    feed(b"")
+    inflater = _Inflater(name)
+    out = inflater.feed(data)
+    inflater.end()
     return out
 
 
@@ -366,13 +365,13 @@ def _ram(memory: GuestMemory) -> Ram:
 
 def _inflated(read: Read, name: str) -> tuple[bytes, int]:
     """(the first bytes, the size) of what a gzip file inflates to, a chunk at a time."""
-    feed = _inflater(name)
+    inflater = _Inflater(name)
     head = b""
     offset = size = 0
     while chunk := read(offset, INFLATE_CHUNK):
         offset += len(chunk)
-        out = feed(chunk)
+        out = inflater.feed(chunk)
         head += out[: max(0, IMAGE_HEADER.size - len(head))]
         size += len(out)
-    feed(b"")
+    inflater.end()
     return head, size
