@@ -228,7 +228,9 @@ _Noreturn void vm_reset(struct vcpu *v)
 		while (k != v->index && vm->vcpus[k].state != VCPU_OFF)
 			__asm__ volatile("wfe" ::: "memory");
 	load(vm);
+	spin_lock(&vm->uart.lock); /* (the console's input may be arriving for it) */
 	vuart_init(&vm->uart, vm->config->name);
+	spin_unlock(&vm->uart.lock);
 	spin_lock(&vm->gic.lock);
 	vgic_init(vm);
 	spin_unlock(&vm->gic.lock);
