@@ -75,6 +75,17 @@ class Console:
         return status
 
 
+def beside_smp(tmp_path: Path, name: str, cpus: int = 1) -> str:
+    """A VMs file: the test guest `name` (64 MiB, `cpus` vCPUs), and beside it the smp guest
+    on 2 vCPUs, whose "cpu1 reported in" shows the VM next door went on."""
+    vms = tmp_path / "vms.toml"
+    vms.write_text(
+        f'[[vm]]\nbinary = "{guest(name)}"\nmemory = "64M"\ncpus = {cpus}\n'
+        f'[[vm]]\nbinary = "{guest("smp.bin")}"\nmemory = "64M"\ncpus = 2\n'
+    )
+    return str(vms)
+
+
 def guest(name: str) -> str:
     path = GUESTS / name
     assert path.exists(), f"{path} is missing: run `make guests`"
@@ -101,12 +112,8 @@ def test_guest_starts_its_second_vcpu_with_psci() -> None:
 
 
 def test_a_guest_reading_hypervisor_memory_is_stopped_and_the_other_vm_lives_on(tmp_path):
-    vms = tmp_path / "vms.toml"
-    vms.write_text(
-        f'[[vm]]\nbinary = "{guest("read_hypervisor.bin")}"\nmemory = "64M"\n'
-        f'[[vm]]\nbinary = "{guest("smp.bin")}"\nmemory = "64M"\ncpus = 2\n'
-    )
-    result = baremetal("run", "--vms", str(vms))
+    vms = beside_smp(tmp_path, "read_hypervisor.bin")
+    result = baremetal("run", "--vms", vms)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "VM vm0: RAM 40400000-443fffff, CPUs 0-0" in out
@@ -247,12 +254,8 @@ def test_a_guest_writing_garbage_to_its_gic_harms_nothing(tmp_path, gic: str) ->
     and of each of its redistributors, random SGIs: the hypervisor lives on, and so does the
     VM beside it. On GICv3, an SGI for a vCPU the VM does not have (ICC_SGI1R's RS field)
     reaches none of its vCPUs."""
-    vms = tmp_path / "vms.toml"
-    vms.write_text(
-        f'[[vm]]\nbinary = "{guest("gic_garbage.bin")}"\nmemory = "64M"\ncpus = 2\n'
-        f'[[vm]]\nbinary = "{guest("smp.bin")}"\nmemory = "64M"\ncpus = 2\n'
-    )
-    result = baremetal("run", "--gic", gic, "--vms", str(vms))
+    vms = beside_smp(tmp_path, "gic_garbage.bin", 2)
+    result = baremetal("run", "--gic", gic, "--vms", vms)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[vm0] gic garbage: survived\n" in result.stdout
     assert "[vm1] cpu0: cpu1 reported in\n" in result.stdout
@@ -265,12 +268,8 @@ def test_a_guest_abusing_psci_and_hypercalls_harms_nothing(tmp_path) -> None:
     """Random HVC/SMC function IDs and arguments, CPU_ON with random MPIDRs and entry points,
     then CPU_ON racing SYSTEM_RESET, three times: no vCPU is switched on by a CPU_ON from
     before a reset, and the VM beside it goes on."""
-    vms = tmp_path / "vms.toml"
-    vms.write_text(
-        f'[[vm]]\nbinary = "{guest("psci_garbage.bin")}"\nmemory = "64M"\ncpus = 3\n'
-        f'[[vm]]\nbinary = "{guest("smp.bin")}"\nmemory = "64M"\ncpus = 2\n'
-    )
-    result = baremetal("run", "--vms", str(vms))
+    vms = beside_smp(tmp_path, "psci_garbage.bin", 3)
+    result = baremetal("run", "--vms", vms)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert out.count("[vm0] psci garbage: racing a reset\n") == 3
@@ -283,12 +282,8 @@ def test_a_guest_abusing_psci_and_hypercalls_harms_nothing(tmp_path) -> None:
 def test_a_load_pair_from_a_device_stops_only_its_vm(tmp_path) -> None:
     """LDP from the UART's window: no syndrome to emulate it from. Its VM is stopped with
     the fault's registers; the VM beside it goes on."""
-    vms = tmp_path / "vms.toml"
-    vms.write_text(
-        f'[[vm]]\nbinary = "{guest("fault.bin")}"\nmemory = "64M"\n'
-        f'[[vm]]\nbinary = "{guest("smp.bin")}"\nmemory = "64M"\ncpus = 2\n'
-    )
-    result = baremetal("run", "--vms", str(vms))
+    vms = beside_smp(tmp_path, "fault.bin")
+    result = baremetal("run", "--vms", vms)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "VM vm0 stopped" in out

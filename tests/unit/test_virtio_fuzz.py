@@ -248,6 +248,28 @@ def host_side(device) -> None:
         device._backend_readable()
 
 
+@contextlib.contextmanager
+def device_under_test(kind: str, tmp_path, memory: GuestMemory, refuse: str | None = None):
+    """(device, transport, driver) over a fresh guest RAM, the case's budget around them;
+    after it, a disk has kept its size (and a read-only one its contents)."""
+    device = make_device(kind, tmp_path, refuse)
+    disk = getattr(device, "path", None)
+    before = disk.read_bytes() if disk else b""
+    transport = VirtioMmio(device, fresh(memory), FakeLine())
+    driver = Driver(transport, memory)
+    driver.alloc.top = RAM + RAM_SIZE
+    try:
+        with within_budget():
+            yield device, transport, driver
+    finally:
+        transport.close()
+    if disk:
+        after = disk.read_bytes()
+        assert len(after) == len(before)
+        if kind == "block-ro":
+            assert after == before
+
+
 REGISTERS = [0x14, 0x20, 0x24, 0x30, 0x38, 0x44, 0x50, 0x64, 0x70, 0x80, 0x84, 0x90, 0x94,
              0xA0, 0xA4, 0xC0, 0x100, 0x104, 0x108]  # fmt: skip
 register_offsets = st.sampled_from(REGISTERS) | st.integers(0, 0x1FF)
@@ -272,35 +294,20 @@ refusals = st.sampled_from([None, None, "set_features", "set_mem_table", "set_vr
     script=st.lists(actions, max_size=60),
 )
 def test_transport_and_devices_survive_any_guest(guest_ram, kind, start, refuse, script, tmp_path):
-    mem = fresh(guest_ram)
-    device = make_device(kind, tmp_path, refuse)
-    disk = getattr(device, "path", None)
-    before = disk.read_bytes() if disk else b""
-    transport = VirtioMmio(device, mem, FakeLine())
-    driver = Driver(transport, mem)
-    driver.alloc.top = RAM + RAM_SIZE
-    try:
-        with within_budget():
-            if start:  # a proper start first, so that the garbage reaches live queues
-                driver.start()
-            for action, where, size, value in script:
-                if action == "write":
-                    transport.mmio_write(where, size, value & ((1 << 8 * size) - 1))
-                elif action == "read":
-                    assert 0 <= transport.mmio_read(where, size) < 1 << 8 * size
-                elif action == "kick" and where < len(transport.notifiers):
-                    transport.notified(where)
-                elif action == "poke":
-                    mem.write(where, value.to_bytes(8, "little"))
-                host_side(device)
-            assert transport.mmio_read(0x70, 4) < 256
-        if disk:
-            after = disk.read_bytes()
-            assert len(after) == len(before)
-            if kind == "block-ro":
-                assert after == before
-    finally:
-        transport.close()
+    with device_under_test(kind, tmp_path, guest_ram, refuse) as (device, transport, driver):
+        if start:  # a proper start first, so that the garbage reaches live queues
+            driver.start()
+        for action, where, size, value in script:
+            if action == "write":
+                transport.mmio_write(where, size, value & ((1 << 8 * size) - 1))
+            elif action == "read":
+                assert 0 <= transport.mmio_read(where, size) < 1 << 8 * size
+            elif action == "kick" and where < len(transport.notifiers):
+                transport.notified(where)
+            elif action == "poke":
+                guest_ram.write(where, value.to_bytes(8, "little"))
+            host_side(device)
+        assert transport.mmio_read(0x70, 4) < 256
 
 
 # --- well-formed chains that are hostile all the same ------------------------------------------
@@ -336,35 +343,20 @@ def hostile_chains(draw, max_descriptors: int):
                     min_size=1, max_size=6),
 )  # fmt: skip
 def test_devices_survive_hostile_well_formed_chains(guest_ram, kind, chains, tmp_path):
-    mem = fresh(guest_ram)
-    device = make_device(kind, tmp_path)
-    disk = getattr(device, "path", None)
-    before = disk.read_bytes() if disk else b""
-    transport = VirtioMmio(device, mem, FakeLine())
-    driver = Driver(transport, mem)
-    driver.alloc.top = RAM + RAM_SIZE
-    try:
-        with within_budget():
-            queues = driver.start()
-            for index, (parts, (kind_of_request, sector), indirect) in chains:
-                queue = queues[index % len(queues)]
-                if len(parts) > queue.size or len(queue.free) < (1 if indirect else len(parts)):
-                    continue
-                address = parts[0][0]  # a block request's header, where the chain starts
-                if address + 16 <= RAM + RAM_SIZE:
-                    mem.write(address, struct.pack("<IIQ", kind_of_request, 0, sector))
-                queue.add_buffers(parts, indirect and transport.driver_features & INDIRECT_DESC)
-                driver.kick(index % len(queues))
-                host_side(device)
-                queue.take_used(read=False)
-            assert not transport.broken  # well-formed: nothing for the device to refuse
-        if disk:
-            after = disk.read_bytes()
-            assert len(after) == len(before)
-            if kind == "block-ro":
-                assert after == before
-    finally:
-        transport.close()
+    with device_under_test(kind, tmp_path, guest_ram) as (device, transport, driver):
+        queues = driver.start()
+        for index, (parts, (kind_of_request, sector), indirect) in chains:
+            queue = queues[index % len(queues)]
+            if len(parts) > queue.size or len(queue.free) < (1 if indirect else len(parts)):
+                continue
+            address = parts[0][0]  # a block request's header, where the chain starts
+            if address + 16 <= RAM + RAM_SIZE:
+                guest_ram.write(address, struct.pack("<IIQ", kind_of_request, 0, sector))
+            queue.add_buffers(parts, indirect and transport.driver_features & INDIRECT_DESC)
+            driver.kick(index % len(queues))
+            host_side(device)
+            queue.take_used(read=False)
+        assert not transport.broken  # well-formed: nothing for the device to refuse
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
