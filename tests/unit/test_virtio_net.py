@@ -1,6 +1,7 @@
 """virtio-net's receive path: with passt's frames, none lost when buffers come late; with a
 TAP, hostile receive buffers cost a warning, never a spinning I/O thread."""
 
+import contextlib
 import errno
 import os
 import select
@@ -60,24 +61,30 @@ def test_frames_waiting_when_buffers_come_without_a_kick_are_delivered():
         memory.close()
 
 
-def test_a_broken_device_stops_watching_its_backend():
-    """Frames keep coming, but a device that needs a reset must not spin on them."""
+@contextlib.contextmanager
+def net_device(backend):
+    """(device, transport, driver, {fd: watched}) for a port on `backend`."""
     memory = guest_memory()
-    device = Net(FakePasst([b"\x01" * 60]), bytes(6))
+    device = Net(backend, bytes(6))
     transport = VirtioMmio(device, memory, FakeLine())
-    driver = Driver(transport, memory)
     watching: dict[int, bool] = {}
     device.watch = watching.__setitem__
     try:
+        yield device, transport, Driver(transport, memory), watching
+    finally:
+        transport.close()
+        memory.close()
+
+
+def test_a_broken_device_stops_watching_its_backend():
+    """Frames keep coming, but a device that needs a reset must not spin on them."""
+    with net_device(FakePasst([b"\x01" * 60])) as (device, transport, driver, watching):
         rx, _ = driver.start()
-        memory.write(rx.avail + 2, (rx.size + 1).to_bytes(2, "little"))  # idx far too far ahead
+        driver.memory.write(rx.avail + 2, (rx.size + 1).to_bytes(2, "little"))  # too far ahead
         transport.readable(device.backend.fd, device._backend_readable)
         assert transport.broken
         transport.readable(device.backend.fd, device._backend_readable)  # readable again
         assert watching == {device.backend.fd: False}
-    finally:
-        transport.close()
-        memory.close()
 
 
 def test_frames_for_a_congested_passt_are_dropped_whole_never_waited_for():
@@ -156,14 +163,8 @@ def test_receive_buffers_without_room_for_the_header_go_back_empty(room):
     """The guest offers buffers too small for the header: each goes back used and empty,
     the frame waits for a real buffer, and the I/O thread is not left watching a readable fd
     it cannot empty (which would wake it again at once, forever)."""
-    memory = guest_memory()
     tap = FakeTun([b"\x01" * 60])
-    device = Net(tap, bytes(6))
-    transport = VirtioMmio(device, memory, FakeLine())
-    driver = Driver(transport, memory)
-    watching: dict[int, bool] = {}
-    device.watch = watching.__setitem__
-    try:
+    with net_device(tap) as (device, transport, driver, watching):
         rx, _ = driver.start()
         for _ in range(3):
             rx.add_buffers([(driver.alloc(16), room, WRITE)])
@@ -176,6 +177,3 @@ def test_receive_buffers_without_room_for_the_header_go_back_empty(room):
         ((_, length, (data,)),) = rx.take_used()
         assert length == 72 and data[12:72] == b"\x01" * 60
         assert not tap.frames_waiting()
-    finally:
-        transport.close()
-        memory.close()
