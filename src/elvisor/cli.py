@@ -11,14 +11,18 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from elvisor import __version__
 from elvisor.config import CONSOLES, DEFAULT_CMDLINE, VmConfig
 from elvisor.errors import UserError
 from elvisor.files import write_file
 from elvisor.units import parse_size
+
+if TYPE_CHECKING:
+    from elvisor.exits import RunResult
 
 log = logging.getLogger("elvisor")
 
@@ -29,6 +33,21 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"elvisor: error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
+
+
+# Firecracker options elvisor takes and does nothing with (the jailer's timing options; there
+# is no seccomp filter to set), with whether each takes a value
+MAX_JSON = 1 << 20  # bytes of a Firecracker configuration file
+IGNORED_FIRECRACKER_OPTIONS = {
+    "--start-time-us": True,
+    "--start-time-cpu-us": True,
+    "--parent-cpu-time-us": True,
+    "--seccomp-level": True,
+    "--seccomp-filter": True,
+    "--no-seccomp": False,
+    "--http-api-max-payload-size": True,
+    "--mmds-size-limit": True,
+}
 
 
 def _lab_options(parser: argparse.ArgumentParser) -> None:
@@ -82,13 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="machine-readable output")
 
     run = commands.add_parser("run", help="boot a guest (default: the default Linux guest)")
-    run.add_argument("--kernel", type=Path, help="arm64 Linux Image (plain or gzip) or ELF file")
-    run.add_argument("--initrd", type=Path, help="initial RAM disk")
+    run.add_argument("--config", type=Path, metavar="FILE.toml",
+                     help="the VM described in a file: these options as keys (the command "
+                     "line wins)")  # fmt: skip
+    run.add_argument("--kernel", help="arm64 Linux Image (plain or gzip) or ELF file")
+    run.add_argument("--initrd", help="initial RAM disk")
     run.add_argument("--cmdline", help=f"kernel command line (default: {DEFAULT_CMDLINE!r})")
-    run.add_argument("--memory", default="512M", help="guest RAM (default: %(default)s)")
-    run.add_argument("--cpus", type=int, default=1, help="vCPUs (default: %(default)s)")
+    run.add_argument("--memory", help="guest RAM (default: 512M)")
+    run.add_argument("--cpus", type=int, help="vCPUs (default: 1)")
     run.add_argument("--gic", type=int, choices=(2, 3), help="GIC version (default: v3 if any)")
-    run.add_argument("--binary", type=Path, help="bare-metal program: ELF, or raw")
+    run.add_argument("--binary", help="bare-metal program: ELF, or raw")
     run.add_argument(
         "--load-addr", type=_address, help="where a raw --binary goes (default: 512 KiB into RAM)"
     )
@@ -98,25 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write the guest's device tree to FILE and exit",
     )
-    run.add_argument("--no-reboot", action="store_true", help="exit when the guest resets")
-    run.add_argument("--pmu", action="store_true", help="give the guest a PMU v3 (perf events)")
+    run.add_argument("--no-reboot", action="store_const", const=False, dest="reboot",
+                     help="exit when the guest resets")  # fmt: skip
+    run.add_argument("--pmu", action="store_const", const=True,
+                     help="give the guest a PMU v3 (perf events)")  # fmt: skip
     run.add_argument(
         "--disk",
         action="append",
-        default=[],
         metavar="PATH[,ro]",
         help="a raw disk image as a virtio-blk disk (again for more: vda, vdb, ...)",
     )
     run.add_argument(
         "--console",
         choices=CONSOLES,
-        default="serial",
-        help="the guest's console: serial (PL011, ttyAMA0) or virtio (hvc0)",
+        help="the guest's console: serial (PL011, ttyAMA0; the default) or virtio (hvc0)",
     )
     run.add_argument(
         "--net",
         action="append",
-        default=[],
         metavar="user|tap=NAME[,mac=MAC][,vhost=on|off]",
         help="a virtio-net port: user-mode networking through passt (no root), or a TAP device "
         "(with the kernel's vhost-net where /dev/vhost-net works)",
@@ -127,8 +148,68 @@ def build_parser() -> argparse.ArgumentParser:
         help="a virtio-vsock device (vhost-vsock): host programs reach the guest at AF_VSOCK "
         "address N",
     )
-    run.add_argument("--no-rng", action="store_true", help="no virtio entropy device")
+    run.add_argument("--no-rng", action="store_const", const=False, dest="rng",
+                     help="no virtio entropy device")  # fmt: skip
+    run.add_argument(
+        "--api-sock",
+        type=Path,
+        metavar="PATH",
+        help="serve the control API (Firecracker's) on this Unix socket",
+    )
+    run.add_argument(
+        "--restore",
+        type=Path,
+        metavar="DIR",
+        help="go on with the VM of the snapshot in DIR (from elvisor ctl SOCKET snapshot DIR)",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="timings and device logs")
+
+    firecracker = commands.add_parser(
+        "firecracker", help="Firecracker's command line: elvisor in firecracker's place"
+    )
+    firecracker.add_argument(
+        "--api-sock",
+        type=Path,
+        default=Path("/run/firecracker.socket"),
+        help="the API's Unix socket (default: %(default)s)",
+    )
+    firecracker.add_argument(
+        "--config-file",
+        type=Path,
+        metavar="FILE.json",
+        help="Firecracker's JSON configuration: boot it at once",
+    )
+    firecracker.add_argument(
+        "--no-api", action="store_true", help="no API socket (needs --config-file)"
+    )
+    firecracker.add_argument("--id", default="anonymous-instance", help="the microVM's id")
+    firecracker.add_argument("--level", help="log level: Error, Warning, Info, Debug, Trace, Off")
+    firecracker.add_argument("--log-path", help="the log's file or named pipe")
+    firecracker.add_argument("--show-level", action="store_true", help="log lines show the level")
+    firecracker.add_argument(
+        "--show-log-origin", action="store_true", help="log lines show the source file and line"
+    )
+    firecracker.add_argument("--metrics-path", type=Path, help="the metrics' file or named pipe")
+    firecracker.add_argument(
+        "--boot-timer",
+        action="store_true",
+        help="print the time from the start to the guest's first instruction",
+    )
+    for ignored, takes_value in IGNORED_FIRECRACKER_OPTIONS.items():
+        action = "store" if takes_value else "store_true"
+        firecracker.add_argument(ignored, action=action, help=argparse.SUPPRESS)
+
+    ctl = commands.add_parser("ctl", help="drive a VM through its API socket")
+    ctl.add_argument("socket", type=Path, help="the VM's --api-sock")
+    ctl_commands = ctl.add_subparsers(dest="ctl_command", required=True, metavar="COMMAND")
+    ctl_commands.add_parser("status", help="the VM's id, state and elvisor version")
+    ctl_commands.add_parser("pause", help="pause the VM")
+    ctl_commands.add_parser("resume", help="resume the paused VM")
+    ctl_commands.add_parser("stop", help="stop the VM (its process ends)")
+    snapshot = ctl_commands.add_parser(
+        "snapshot", help="write a snapshot of the VM into DIR (paused meanwhile)"
+    )
+    snapshot.add_argument("dir", type=Path, help="where: DIR/state.json and DIR/memory")
 
     baremetal = commands.add_parser(
         "baremetal", help="the EL2 hypervisor in C, with VMs described as for run"
@@ -232,63 +313,153 @@ def _address(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an address (like 0x40080000)") from None
 
 
-def _cmd_run(args: argparse.Namespace, started: float) -> int:
-    from elvisor.config import DiskConfig, NetConfig, boot_files, parse_vsock
-    from elvisor.vm import Outcome, Vm, run_vm
+def _given(args: argparse.Namespace, keys: Iterable[str]) -> dict[str, object]:
+    """The options among `keys` the command line gave: settings, as a file's would be."""
+    values = {key: getattr(args, key) for key in keys}
+    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None}
 
-    kernel, initrd, cmdline = boot_files(args.kernel, args.initrd, args.binary)
-    if args.console == "virtio":
-        cmdline = cmdline.replace("console=ttyAMA0", "console=hvc0")
-    config = VmConfig(
-        kernel=kernel,
-        initrd=initrd,
-        cmdline=args.cmdline if args.cmdline is not None else cmdline,
-        memory=parse_size(args.memory, default_unit="M"),
-        cpus=args.cpus,
-        gic=args.gic,
-        binary=args.binary,
-        load_addr=args.load_addr,
-        reboot=not args.no_reboot,
-        pmu=args.pmu,
-        console=args.console,
-        disks=tuple(DiskConfig.parse(d) for d in args.disk),
-        rng=not args.no_rng,
-        nets=tuple(NetConfig.parse(n) for n in args.net),
-        vsock_cid=parse_vsock(args.vsock) if args.vsock is not None else None,
-    )
+
+def _run_config(args: argparse.Namespace) -> VmConfig:
+    """The VM of `elvisor run`: the --config file's settings, the command line's over them."""
+    from elvisor.config import SETTING_TYPES, load_vm, vm_from_settings
+
+    given = _given(args, SETTING_TYPES)
+    if args.config is None:
+        return vm_from_settings(given)
+    settings = load_vm(args.config)
+    try:
+        return vm_from_settings(settings | given)
+    except UserError as e:
+        raise UserError(f"{args.config}: {e}") from None
+
+
+def _cmd_run(args: argparse.Namespace, started: float) -> int:
+    from elvisor.api.control import Api, Instance, serve
+    from elvisor.api.firecracker import Resources
+
+    instance = Instance()
+    if args.verbose:
+        instance.on_first_run = lambda t: log.info(
+            "first KVM_RUN %.3f s after start (monotonic clock %.6f)", t - started, t
+        )
+    if args.restore is not None:
+        from elvisor.config import SETTING_TYPES
+        from elvisor.snapshot import Files
+
+        if args.config is not None or _given(args, SETTING_TYPES) or args.dump_dtb:
+            raise UserError("--restore takes the whole VM from the snapshot: drop the options "
+                            "that describe one")  # fmt: skip
+        files = Files.in_dir(args.restore)
+        result = serve(Api(instance), args.api_sock, lambda i: i.restore(files, resume=True))
+        return _report(result, args.verbose)
+    config = _run_config(args)
     if args.dump_dtb:
+        from elvisor.vm import Vm
+
         with Vm(config) as vm:
             write_file(args.dump_dtb, vm.dtb_blob, "device tree")
         return 0
+    result = serve(Api(instance, Resources.of(config)), args.api_sock, lambda i: i.start(config))
+    return _report(result, args.verbose)
 
-    def timings(vm: Vm) -> None:
-        if args.verbose:
-            vm.on_first_run = lambda t: log.info(
-                "first KVM_RUN %.3f s after start (monotonic clock %.6f)", t - started, t
-            )
 
-    result = run_vm(config, on_start=timings)
-    if result.message and (args.verbose or result.outcome not in (Outcome.POWEROFF, Outcome.RESET)):
+def _report(result: RunResult, verbose: bool) -> int:
+    """How the VM ended, on stderr where it is news; the exit status."""
+    from elvisor.vm import Outcome
+
+    quiet = (Outcome.POWEROFF, Outcome.RESET, Outcome.STOPPED)
+    if result.message and (verbose or result.outcome not in quiet):
         print(f"elvisor: {result.message}", file=sys.stderr)
     return result.exit_status
 
 
+def _cmd_firecracker(args: argparse.Namespace, started: float) -> int:
+    """Firecracker's command line, for tools that start `firecracker`."""
+    import json
+
+    from elvisor.api.control import Api, Instance, serve, set_up_logger
+    from elvisor.api.firecracker import BadRequest, Resources
+
+    if args.no_api and args.config_file is None:
+        raise UserError("--no-api needs --config-file: nothing else could start the microVM")
+    instance = Instance(args.id)
+    api = Api(instance, Resources())
+    try:
+        if args.log_path or args.level:
+            set_up_logger(args.log_path, args.level or "Info", args.show_level,
+                          args.show_log_origin)  # fmt: skip
+        if args.metrics_path:
+            api.put_metrics({"metrics_path": str(args.metrics_path)})
+    except BadRequest as e:
+        raise UserError(str(e)) from None
+    config = None
+    if args.config_file is not None:
+        from elvisor.config import vm_from_settings
+        from elvisor.files import read_file
+
+        try:
+            api.load(json.loads(read_file(args.config_file, "configuration file", MAX_JSON)))
+            config = vm_from_settings(api.resources.settings())
+        except (BadRequest, ValueError, UserError) as e:
+            raise UserError(f"{args.config_file}: {e}") from None
+
+    def boot_timer(t: float) -> None:
+        since = t - (instance.started_at or started)
+        print(f"elvisor: boot timer: the guest ran {since * 1000:.1f} ms after the start",
+              file=sys.stderr)  # fmt: skip
+
+    if args.boot_timer:
+        instance.on_first_run = boot_timer
+    start = None if config is None else lambda i: i.start(config)
+    return _report(serve(api, None if args.no_api else args.api_sock, start), False)
+
+
+def _cmd_ctl(args: argparse.Namespace) -> int:
+    """`elvisor ctl SOCKET COMMAND`: one request to a VM's API, its answer in one line."""
+    from elvisor.api.client import request
+
+    requests = {
+        "status": ("GET", "/", None),
+        "pause": ("PATCH", "/vm", {"state": "Paused"}),
+        "resume": ("PATCH", "/vm", {"state": "Resumed"}),
+        "stop": ("PUT", "/actions", {"action_type": "InstanceStop"}),
+    }
+
+    def call(method: str, path: str, body: object = None) -> object:
+        status, answer = request(args.socket, method, path, body)
+        if status >= 300:
+            message = answer.get("fault_message") if isinstance(answer, dict) else answer
+            raise UserError(f"{args.socket}: {message}")
+        return answer
+
+    if args.ctl_command == "snapshot":
+        from elvisor.snapshot import Files
+
+        files = Files.in_dir(args.dir.resolve())
+        state = call("GET", "/")
+        running = isinstance(state, dict) and state.get("state") == "Running"
+        if running:
+            call("PATCH", "/vm", {"state": "Paused"})
+        try:
+            paths = {"snapshot_path": str(files.state), "mem_file_path": str(files.memory)}
+            call("PUT", "/snapshot/create", paths)
+        finally:
+            if running:
+                call("PATCH", "/vm", {"state": "Resumed"})
+        print(f"{args.dir}: snapshot written; elvisor run --restore {args.dir} goes on from it")
+        return 0
+    answer = call(*requests[args.ctl_command])
+    if isinstance(answer, dict):
+        print(" ".join(f"{k}={v}" for k, v in answer.items() if k != "app_name"))
+    return 0
+
+
 def _baremetal_vms(args: argparse.Namespace) -> list[VmConfig]:
-    from elvisor.config import boot_files, load_vms
+    from elvisor.config import BAREMETAL_SETTINGS, load_vms, vm_from_settings
 
     if args.vms is not None:
         return load_vms(args.vms)
-    kernel, initrd, cmdline = boot_files(args.kernel, args.initrd, args.binary)
-    return [
-        VmConfig(
-            kernel=kernel,
-            initrd=initrd,
-            cmdline=args.cmdline if args.cmdline is not None else cmdline,
-            memory=parse_size(args.memory, default_unit="M"),
-            cpus=args.cpus,
-            binary=args.binary,
-        )
-    ]
+    return [vm_from_settings(_given(args, BAREMETAL_SETTINGS))]
 
 
 def _cmd_baremetal(args: argparse.Namespace) -> int:
@@ -366,6 +537,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             _setup_logging(args.verbose)
             return _cmd_run(args, started)
+        if args.command == "firecracker":
+            _setup_logging(False)
+            return _cmd_firecracker(args, started)
+        if args.command == "ctl":
+            return _cmd_ctl(args)
         if args.command == "kvm":
             return _cmd_kvm_info(args)
         if args.command == "baremetal":

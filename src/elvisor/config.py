@@ -153,9 +153,10 @@ class VmConfig:
     rng: bool = True  # a virtio entropy device
     nets: tuple[NetConfig, ...] = ()  # virtio-net ports, in order: eth0, eth1, ...
     vsock_cid: int | None = None  # a virtio-vsock device (vhost-vsock) with this context ID
+    snapshot: Path | None = None  # restore this snapshot's memory file: nothing is booted
 
     def __post_init__(self) -> None:
-        if (self.kernel is None) == (self.binary is None):
+        if self.snapshot is None and (self.kernel is None) == (self.binary is None):
             raise UserError("give a kernel (--kernel) or a bare-metal program (--binary)")
         if self.kernel is not None:
             _readable(self.kernel, "kernel")
@@ -196,8 +197,8 @@ class VmConfig:
         for path in paths:
             if paths.count(path) > 1:
                 raise UserError(f"disk {path} is given twice")
-        # what it boots, placed in its RAM from the files' headers: fits, and is sound
-        boot.plan(self.boot, boot.Ram(layout.RAM_BASE, self.memory))
+        if self.snapshot is None:  # what it boots, placed in its RAM from the files' headers
+            boot.plan(self.boot, boot.Ram(layout.RAM_BASE, self.memory))
 
     @property
     def boot(self) -> boot.BootFiles:
@@ -218,46 +219,147 @@ def boot_files(
     return guest.kernel, initrd or guest.initrd, guest.cmdline
 
 
-VM_TABLE_KEYS = {"kernel", "initrd", "cmdline", "binary", "memory", "cpus"}
+# --- a VM described as data: a TOML table, a Firecracker JSON file, the command line -------
+#
+# One reader for all: the keys are `elvisor run`'s options (kernel, initrd, cmdline, binary,
+# memory, cpus, gic, load_addr, disk, net, vsock, console, rng, pmu, reboot), with the values
+# those options take (disk and net as lists of the option's strings). `vm_settings` checks a
+# table's keys and types and makes its paths absolute; settings from several places merge
+# with a plain dict update (the later wins); `vm_from_settings` makes the VmConfig.
+
+Settings = dict[str, object]
+
+SETTING_TYPES: dict[str, tuple[type, ...]] = {
+    "kernel": (str,),
+    "initrd": (str,),
+    "binary": (str,),
+    "cmdline": (str,),
+    "memory": (str, int),  # "512M", or a number of MiB
+    "cpus": (int,),
+    "gic": (int,),
+    "load_addr": (int, str),
+    "disk": (list,),  # ["disk.img", "other.img,ro"]
+    "net": (list,),  # ["user", "tap=tap0,mac=52:54:00:12:34:56"]
+    "vsock": (str, int),  # "cid=3", or the CID
+    "console": (str,),
+    "rng": (bool,),
+    "pmu": (bool,),
+    "reboot": (bool,),
+}
+TYPE_NAMES = {str: "a string", int: "an integer", list: "a list of strings", bool: "true or false"}
+PATH_SETTINGS = ("kernel", "initrd", "binary")
+BAREMETAL_SETTINGS = {"kernel", "initrd", "binary", "cmdline", "memory", "cpus"}
 
 
-def load_vms(path: Path) -> list[VmConfig]:
-    """The VMs of a TOML file: `[[vm]]` tables with the keys of `elvisor run`'s options
-    (kernel, initrd, cmdline, binary, memory, cpus; paths relative to the file). A VM with
-    neither kernel nor binary boots the default guest."""
+def vm_settings(table: dict[str, object], where: str, base: Path, keys: set[str]) -> Settings:
+    """A table's settings, checked against `keys` and their types, with the paths in it
+    taken relative to `base` (the directory of the file it came from)."""
+    unknown = sorted(set(table) - keys)
+    if unknown:
+        raise UserError(f"{where}: unknown key {unknown[0]!r} (known: "
+                        f"{', '.join(sorted(keys))})")  # fmt: skip
+    settings: Settings = {}
+    for key, value in table.items():
+        types = SETTING_TYPES[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            wanted = " or ".join(TYPE_NAMES[t] for t in types)
+            raise UserError(f"{where}: {key} must be {wanted}, not {value!r}")
+        if isinstance(value, list):
+            if not all(isinstance(v, str) for v in value):
+                raise UserError(f"{where}: {key} must be a list of strings, not {value!r}")
+            if key == "disk":
+                value = [_relative_disk(base, v) for v in value]
+        if key in PATH_SETTINGS:
+            value = str(base / str(value))
+        settings[key] = value
+    return settings
+
+
+def _relative_disk(base: Path, text: str) -> str:
+    path, comma, options = text.partition(",")
+    return f"{base / path if path else ''}{comma}{options}"
+
+
+def vm_from_settings(settings: Settings, default_memory: str = "512M") -> VmConfig:
+    """The VmConfig of checked settings; neither kernel nor binary: the default guest."""
+
+    def path(key: str) -> Path | None:
+        value = settings.get(key)
+        return None if value is None else Path(str(value))
+
+    binary = path("binary")
+    kernel, initrd, cmdline = boot_files(path("kernel"), path("initrd"), binary)
+    console = str(settings.get("console", "serial"))
+    if console == "virtio":
+        cmdline = cmdline.replace("console=ttyAMA0", "console=hvc0")
+    memory = settings.get("memory", default_memory)
+    load_addr = settings.get("load_addr")
+    vsock = settings.get("vsock")
+    if vsock is not None and not isinstance(vsock, int):
+        vsock = parse_vsock(str(vsock))
+    return VmConfig(
+        kernel=kernel,
+        initrd=initrd,
+        cmdline=str(settings.get("cmdline", cmdline)),
+        memory=memory << 20 if isinstance(memory, int) else parse_size(str(memory), "M"),
+        cpus=cpus if (cpus := _int(settings, "cpus")) is not None else 1,
+        gic=_int(settings, "gic"),
+        binary=binary,
+        load_addr=_address(load_addr) if load_addr is not None else None,
+        reboot=bool(settings.get("reboot", True)),
+        pmu=bool(settings.get("pmu", False)),
+        console=console,
+        disks=tuple(DiskConfig.parse(str(d)) for d in _list(settings, "disk")),
+        rng=bool(settings.get("rng", True)),
+        nets=tuple(NetConfig.parse(str(n)) for n in _list(settings, "net")),
+        vsock_cid=vsock,
+    )
+
+
+def _int(settings: Settings, key: str) -> int | None:
+    value = settings.get(key)
+    return value if isinstance(value, int) or value is None else int(str(value))
+
+
+def _list(settings: Settings, key: str) -> list[object]:
+    value = settings.get(key, [])
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _address(value: object) -> int:
     try:
-        tables = tomllib.loads(path.read_text()).get("vm")
+        return value if isinstance(value, int) else int(str(value), 0)
+    except ValueError:
+        raise UserError(f"load_addr {value!r} is not an address (like 0x40080000)") from None
+
+
+def read_toml(path: Path) -> dict[str, object]:
+    try:
+        return tomllib.loads(path.read_text())
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid TOML: {e}") from None
+
+
+def load_vm(path: Path) -> Settings:
+    """The settings of `elvisor run --config FILE`: one VM, its keys at the file's top level."""
+    return vm_settings(read_toml(path), str(path), path.parent, set(SETTING_TYPES))
+
+
+def load_vms(path: Path) -> list[VmConfig]:
+    """The VMs of `elvisor baremetal --vms FILE`: `[[vm]]` tables, with the keys of
+    `elvisor run --config` that the EL2 hypervisor has (paths relative to the file). A VM
+    with neither kernel nor binary boots the default guest."""
+    tables = read_toml(path).get("vm")
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise UserError(f"{path}: describe each VM in a [[vm]] table")
-    return [_vm_from_table(path, i, table) for i, table in enumerate(tables)]
-
-
-def _vm_from_table(path: Path, index: int, table: dict[str, object]) -> VmConfig:
-    where = f"{path}, VM {index}"
-    unknown = set(table) - VM_TABLE_KEYS
-    if unknown:
-        raise UserError(f"{where}: unknown key {sorted(unknown)[0]!r} (known: "
-                        f"{', '.join(sorted(VM_TABLE_KEYS))})")  # fmt: skip
-    for key, value in table.items():
-        wanted = int if key == "cpus" else str
-        if not isinstance(value, wanted) or isinstance(value, bool):
-            raise UserError(f"{where}: {key} must be a {wanted.__name__}")
-
-    def file(key: str) -> Path | None:
-        value = table.get(key)
-        return None if value is None else path.parent / str(value)
-
-    binary = file("binary")
-    kernel, initrd, cmdline = boot_files(file("kernel"), file("initrd"), binary)
-    return VmConfig(
-        kernel=kernel,
-        initrd=initrd,
-        cmdline=str(table.get("cmdline", cmdline)),
-        binary=binary,
-        memory=parse_size(str(table.get("memory", "256M")), default_unit="M"),
-        cpus=int(table.get("cpus", 1)),  # type: ignore[call-overload]
-    )
+    vms = []
+    for index, table in enumerate(tables):
+        where = f"{path}, VM {index}"
+        settings = vm_settings(table, where, path.parent, BAREMETAL_SETTINGS)
+        try:
+            vms.append(vm_from_settings(settings, default_memory="256M"))
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+    return vms

@@ -42,20 +42,27 @@ class Region:
 
 
 class GuestMemory:
-    """Guest RAM regions; sizes are rounded up to the host's page size."""
+    """Guest RAM regions; sizes are rounded up to the host's page size.
 
-    def __init__(self, layout: list[tuple[int, int]], page_size: int = mmap.PAGESIZE) -> None:
+    With `file` (a snapshot's memory), the regions are that file's contents, one after the
+    other, mapped copy-on-write: a page is read from the file when first touched, and the
+    guest's writes stay in this process."""
+
+    def __init__(
+        self, layout: list[tuple[int, int]], page_size: int = mmap.PAGESIZE, file: int = -1
+    ) -> None:
         self.page_size = page_size
         self.regions: list[Region] = []
         self._anchors: list[ctypes.c_char] = []
         try:
+            offset = 0
             for slot, (gpa, size) in enumerate(sorted(layout)):
-                self._add(slot, gpa, size)
+                offset += self._add(slot, gpa, size, file, offset)
         except BaseException:
             self.close()
             raise
 
-    def _add(self, slot: int, gpa: int, size: int) -> None:
+    def _add(self, slot: int, gpa: int, size: int, file: int, offset: int) -> int:
         if gpa % self.page_size:
             raise GuestMemoryError(f"RAM at {gpa:#x} is not aligned to {self.page_size} bytes")
         size = align_up(size, self.page_size)
@@ -63,15 +70,18 @@ class GuestMemory:
             raise GuestMemoryError("a RAM region needs a size")
         if self.regions and gpa < self.regions[-1].end:
             raise GuestMemoryError(f"RAM at {gpa:#x} overlaps the region before it")
+        anonymous = mmap.MAP_ANONYMOUS if file < 0 else 0
         mapping = mmap.mmap(
-            -1,
+            file,
             size,
-            flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE,
+            flags=mmap.MAP_PRIVATE | anonymous | MAP_NORESERVE,
             prot=mmap.PROT_READ | mmap.PROT_WRITE,
+            offset=offset if file >= 0 else 0,
         )
         anchor = ctypes.c_char.from_buffer(mapping)  # pins the mapping; gives its address
         self._anchors.append(anchor)
         self.regions.append(Region(gpa, size, slot, mapping, ctypes.addressof(anchor)))
+        return size
 
     @property
     def size(self) -> int:

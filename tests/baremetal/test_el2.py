@@ -162,7 +162,7 @@ def test_raspberry_pi_4_image_builds(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
-        ("[[vm]]\nbinary = 3\n", "VM 0: binary must be a str"),
+        ("[[vm]]\nbinary = 3\n", "VM 0: binary must be a string, not 3"),
         ("[[vm]]\nbinary = 'hello.bin'\ndisk = 'x'\n", "VM 0: unknown key 'disk'"),
         ("vm = 1\n", "describe each VM in a [[vm]] table"),
         ("[[vm]\n", "is not valid TOML"),

@@ -58,8 +58,8 @@ def console_session():
     """Start guests driven through their console; they are killed if the test leaves any."""
     sessions: list[Session] = []
 
-    def start(*args: str, ignore_sigint: bool = False) -> Session:
-        sessions.append(Session(*args, ignore_sigint=ignore_sigint))
+    def start(*args: str, ignore_sigint: bool = False, command: str = "run") -> Session:
+        sessions.append(Session(*args, ignore_sigint=ignore_sigint, command=command))
         return sessions[-1]
 
     yield start
@@ -74,9 +74,9 @@ def _ignore_sigint() -> None:
 class Session:
     """A guest driven through its console, as a user at a terminal would (expect-style)."""
 
-    def __init__(self, *args: str, ignore_sigint: bool = False) -> None:
+    def __init__(self, *args: str, ignore_sigint: bool = False, command: str = "run") -> None:
         self.proc = subprocess.Popen(
-            [*ELVISOR, "run", *args],
+            [*ELVISOR, command, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -103,6 +103,14 @@ class Session:
             f"{pattern!r} never came; the console said:\n"
             + self.output.decode(errors="replace")[-3000:]
         )
+
+    def drain(self) -> bytes:
+        """Everything the console has said so far."""
+        assert self.proc.stdout is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        while chunk := self.proc.stdout.read(65536):
+            self.output += chunk
+        return self.output
 
     def send(self, line: str) -> None:
         assert self.proc.stdin is not None

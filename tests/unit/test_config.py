@@ -163,3 +163,73 @@ def test_elvisor_run_bad_input(args: list[str], message: str) -> None:
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("elvisor: error:"), result.stderr
     assert message in lines[0]
+
+
+# --- a VM in a file: `elvisor run --config vm.toml` ---------------------------------------
+
+
+def run_config(*argv: str) -> VmConfig:
+    from elvisor.cli import _run_config, build_parser
+
+    return _run_config(build_parser().parse_args(["run", *argv]))
+
+
+def test_a_toml_file_describes_the_vm_as_the_command_line_does(kernel, disk, tmp_path) -> None:
+    vm_toml = tmp_path / "vm.toml"
+    vm_toml.write_text(
+        'kernel = "Image"\ncmdline = "console=hvc0 quiet"\nmemory = "64M"\ncpus = 2\ngic = 2\n'
+        'disk = ["disk.img,ro"]\nnet = ["user,mac=52:54:00:12:34:56"]\nvsock = "cid=7"\n'
+        'console = "virtio"\nrng = false\npmu = true\nreboot = false\n'
+    )
+    from_file = run_config("--config", str(vm_toml))
+    from_command_line = run_config(
+        "--kernel", str(kernel), "--cmdline", "console=hvc0 quiet", "--memory", "64M",
+        "--cpus", "2", "--gic", "2", "--disk", f"{disk},ro", "--net",
+        "user,mac=52:54:00:12:34:56", "--vsock", "cid=7", "--console", "virtio", "--no-rng",
+        "--pmu", "--no-reboot",
+    )  # fmt: skip
+    assert from_file == from_command_line
+    assert from_file.disks == (DiskConfig(disk, readonly=True),)  # relative to the file
+    assert from_file.memory == 64 << 20 and not from_file.rng and not from_file.reboot
+
+
+def test_the_command_line_wins_over_the_file(kernel, tmp_path) -> None:
+    vm_toml = tmp_path / "vm.toml"
+    vm_toml.write_text(f'kernel = "{kernel}"\nmemory = 64\ncpus = 2\nrng = false\n')
+    config = run_config("--config", str(vm_toml), "--memory", "96M", "--cpus", "1")
+    assert (config.memory, config.cpus, config.rng) == (96 << 20, 1, False)
+    assert run_config("--config", str(vm_toml)).memory == 64 << 20  # a number is MiB
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('kernel = "Image"\nmemroy = "64M"\n', "vm.toml: unknown key 'memroy' (known: binary,"),
+        ('kernel = "Image"\ncpus = "2"\n', "vm.toml: cpus must be an integer, not '2'"),
+        ('kernel = "Image"\nrng = 0\n', "vm.toml: rng must be true or false, not 0"),
+        ('kernel = "Image"\ndisk = "disk.img"\n', "vm.toml: disk must be a list of strings"),
+        ('kernel = "Image"\nnet = [1]\n', "vm.toml: net must be a list of strings, not [1]"),
+        ('kernel = "Image"\nmemory = "4M"\n', "vm.toml: --memory 4M is too small"),
+        ('kernel = "Image"\nconsole = "vga"\n', "vm.toml: --console must be serial or virtio"),
+        ('kernel = "Missing"\n', "vm.toml: kernel " ),
+        ("kernel = \n", "vm.toml is not valid TOML: "),
+    ],
+)  # fmt: skip
+def test_bad_config_files_are_one_line_naming_the_file_and_key(
+    kernel, tmp_path, text: str, message: str
+) -> None:
+    vm_toml = tmp_path / "vm.toml"
+    vm_toml.write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "elvisor", "run", "--config", str(vm_toml)],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"elvisor: error: {tmp_path}/"), result.stderr
+    assert message in lines[0]
+
+
+def test_a_missing_config_file_is_one_line(tmp_path) -> None:
+    with pytest.raises(UserError, match=r"cannot read .*nowhere.toml: No such file"):
+        run_config("--config", str(tmp_path / "nowhere.toml"))

@@ -54,9 +54,11 @@ class BusError(ValueError):
 
 
 class MmioBus:
+    """Devices by address; counts each one's reads and writes (for metrics)."""
+
     def __init__(self) -> None:
         self._bases: list[int] = []
-        self._entries: list[tuple[Placement, MmioDevice]] = []
+        self._entries: list[tuple[Placement, MmioDevice, list[int]]] = []  # [reads, writes]
         self._logged: set[int] = set()
         self._log_lock = threading.Lock()
 
@@ -71,13 +73,17 @@ class MmioBus:
             if other and placement.base < other.end and other.base < placement.end:
                 raise BusError(f"{placement.name} overlaps {other.name} on the MMIO bus")
         self._bases.insert(i, placement.base)
-        self._entries.insert(i, (placement, device))
+        self._entries.insert(i, (placement, device, [0, 0]))
 
     @property
     def placements(self) -> list[Placement]:
-        return [p for p, _ in self._entries]
+        return [p for p, _, _ in self._entries]
 
-    def _find(self, address: int, size: int) -> tuple[Placement, MmioDevice] | None:
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """(reads, writes) the guest made of each device, by placement name."""
+        return {p.name: (c[0], c[1]) for p, _, c in self._entries}
+
+    def _find(self, address: int, size: int) -> tuple[Placement, MmioDevice, list[int]] | None:
         i = bisect.bisect_right(self._bases, address) - 1
         if i >= 0:
             entry = self._entries[i]
@@ -90,6 +96,7 @@ class MmioBus:
         if entry is None:
             self._unmapped("read", address, size)
             return 0
+        entry[2][0] += 1
         return entry[1].mmio_read(address - entry[0].base, size)
 
     def write(self, address: int, size: int, value: int) -> None:
@@ -97,6 +104,7 @@ class MmioBus:
         if entry is None:
             self._unmapped("write", address, size)
             return
+        entry[2][1] += 1
         entry[1].mmio_write(address - entry[0].base, size, value)
 
     def _unmapped(self, what: str, address: int, size: int) -> None:

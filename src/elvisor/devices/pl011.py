@@ -180,6 +180,35 @@ class Pl011:
             self._level = level
             self._irq.set_level(level)
 
+    # --- snapshots -----------------------------------------------------------------------
+
+    def state(self) -> dict[str, object]:
+        with self._lock:
+            return {
+                "regs": {str(k): v for k, v in self._regs.items()},
+                "lcr_h": self._lcr_h,
+                "imsc": self._imsc,
+                "ris": self._ris,
+                "rx": bytes(self._rx).hex(),
+                "backlog": bytes(self._backlog).hex(),
+                "polled": self._polled,
+            }
+
+    def set_state(self, state: dict[str, object]) -> None:
+        """Take back a `state()` (and drive the interrupt line as it says)."""
+        regs = state["regs"]
+        assert isinstance(regs, dict)
+        with self._lock:
+            self._regs = {int(k): int(v) & 0xFFFF for k, v in regs.items() if int(k) in WRITABLE}
+            self._lcr_h = int(str(state["lcr_h"])) & 0xFF
+            self._imsc = int(str(state["imsc"])) & Int.ALL
+            self._ris = int(str(state["ris"])) & Int.ALL
+            self._rx = deque(bytes.fromhex(str(state["rx"]))[:FIFO_DEPTH])
+            self._backlog = bytearray.fromhex(str(state["backlog"]))[:BACKLOG_LIMIT]
+            self._polled = bool(state["polled"])
+            self._level = False
+            self._update()
+
     # --- host side -----------------------------------------------------------------------
 
     def receive(self, data: bytes) -> None:

@@ -100,6 +100,22 @@ class Pl031:
             self._level = level
             self._irq.set_level(level)
 
+    def state(self) -> dict[str, int]:
+        with self._lock:
+            return {"offset": self._offset, "match": self._match, "loaded": self._loaded,
+                    "imsc": self._imsc, "ris": self._ris}  # fmt: skip
+
+    def set_state(self, state: dict[str, int]) -> None:
+        """Take back a `state()`: the guest's clock keeps its offset from the host's."""
+        with self._lock:
+            self._offset = int(state["offset"])
+            self._match = int(state["match"]) & MASK32
+            self._loaded = int(state["loaded"]) & MASK32
+            self._imsc = int(state["imsc"]) & RTCINTR
+            self._ris = int(state["ris"]) & RTCINTR
+            self._schedule_alarm()
+            self._update()
+
     def close(self) -> None:
         with self._lock:
             if self._alarm:

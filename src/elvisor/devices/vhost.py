@@ -98,6 +98,12 @@ class Vhost:
         self._ioctl(VhostIoctl.VHOST_SET_VRING_CALL, VRING_FILE.pack(index, call))
         self._ioctl(VhostIoctl.VHOST_SET_VRING_ERR, VRING_FILE.pack(index, err))
 
+    def get_vring_base(self, index: int) -> int:
+        """The next available entry the kernel would read in queue `index` (and the queue
+        stops: set it up again to go on)."""
+        answer = self._ioctl(VhostIoctl.VHOST_GET_VRING_BASE, VRING_STATE.pack(index, 0))
+        return VRING_STATE.unpack(answer)[1]
+
     def net_set_backend(self, index: int, fd: int) -> None:
         """vhost-net: queue `index` moves frames to and from the TAP `fd` (-1: stop)."""
         self._ioctl(VhostIoctl.VHOST_NET_SET_BACKEND, VRING_FILE.pack(index, fd))

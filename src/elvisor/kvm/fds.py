@@ -196,10 +196,16 @@ class Vcpu(_DeviceAttrs):
             os.close(fd)
             raise
         self.kvm_run: kvm_run | None = kvm_run.from_buffer(self._mmap)
+        reason = kvm_run.exit_reason.offset
+        self._exit_reason: memoryview | None = memoryview(self._mmap)[reason : reason + 4].cast("I")
+        self._run_request = int(Ioctl.KVM_RUN)
 
     def close(self) -> None:
         if not self.closed:
-            self.kvm_run = None  # drop our view of the page before unmapping it
+            self.kvm_run = None  # drop our views of the page before unmapping it
+            if self._exit_reason is not None:
+                self._exit_reason.release()
+                self._exit_reason = None
             with contextlib.suppress(BufferError):  # someone still holds a view of kvm_run:
                 self._mmap.close()  # the page is unmapped when the last view goes
 
@@ -210,10 +216,22 @@ class Vcpu(_DeviceAttrs):
         return memoryview(self._mmap)[offset : offset + length]
 
     def run(self) -> int:
-        """KVM_RUN; returns kvm_run.exit_reason. Releases the GIL while the guest runs."""
-        self._ioctl(Ioctl.KVM_RUN)
+        """KVM_RUN; returns kvm_run.exit_reason. Releases the GIL while the guest runs.
+
+        The exit path of every vCPU: it reads the reason through a memoryview, not ctypes.
+        KvmError with EINTR means the vCPU was kicked (a signal, or `set_immediate_exit`)."""
+        try:
+            fcntl.ioctl(self._fd, self._run_request, 0)
+        except OSError as e:
+            raise KvmError(Ioctl.KVM_RUN, e.errno or 0) from None
+        assert self._exit_reason is not None
+        return self._exit_reason[0]
+
+    def set_immediate_exit(self, on: bool) -> None:
+        """kvm_run.immediate_exit: while set, KVM_RUN completes a pending MMIO access (so the
+        vCPU's state is whole) and returns EINTR at once, without entering the guest."""
         assert self.kvm_run is not None
-        return int(self.kvm_run.exit_reason)
+        self.kvm_run.immediate_exit = int(on)
 
     def arm_vcpu_init(self, init: kvm_vcpu_init) -> None:
         self._ioctl(Ioctl.KVM_ARM_VCPU_INIT, init)

@@ -100,6 +100,17 @@ class VirtioDevice:
     def queue_notified(self, index: int) -> None:
         """The driver made buffers available in queue `index` (or something else to do)."""
 
+    def freeze(self) -> None:
+        """For a snapshot: no more progress on the host side, and the queues' positions
+        whole (the kernel's, for queues it serves). `thaw()` undoes it."""
+
+    def thaw(self) -> None:
+        """Go on after `freeze()`."""
+
+    def restored(self) -> None:
+        """The device was restored from a snapshot, into a new host (say, tell the driver
+        that its host-side connections are gone)."""
+
     def watched(self) -> list[tuple[int, Callable[[], None]]]:
         """Host file descriptors the I/O thread waits on, each with what to do when readable."""
         return []

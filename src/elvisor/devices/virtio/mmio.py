@@ -18,6 +18,7 @@ import os
 import threading
 from collections.abc import Callable
 from enum import IntEnum
+from typing import Any
 
 from elvisor.devices.bus import IrqLine
 from elvisor.devices.virtio.device import Activation, VirtioDevice
@@ -148,6 +149,57 @@ class VirtioMmio:
             os.close(fd)
         self.notifiers = []
         self.device.close()
+
+    # --- snapshots (the VM paused: no vCPU or I/O thread here) ---------------------------------
+
+    def state(self) -> dict[str, object]:
+        """The transport's and its queues' state; the device is frozen until `thaw()`."""
+        with self.lock:
+            self.device.freeze()
+            return {
+                "device": self.device.device_id.name.lower(),
+                "status": self.status,
+                "driver_features": self.driver_features,
+                "device_features_sel": self.device_features_sel,
+                "driver_features_sel": self.driver_features_sel,
+                "queue_sel": self.queue_sel,
+                "config_generation": self.config_generation,
+                "broken": self.broken,
+                "interrupt_status": self.interrupt.status,
+                "queues": [q.state() for q in self.queues],
+            }
+
+    def thaw(self) -> None:
+        with self.lock:
+            self.device.thaw()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Take back a `state()` into a transport with the same device, not yet used: the
+        queues mapped again, the device activated if the driver had it running, the
+        interrupt line as it was. QueueError (or KeyError, ValueError) if it cannot be."""
+        kind = self.device.device_id.name.lower()
+        if state["device"] != kind:
+            raise ValueError(f"the state of a virtio {state['device']} device, for a {kind}")
+        queues = state["queues"]
+        if len(queues) != len(self.queues):
+            raise ValueError(f"{len(queues)} queues, for a device with {len(self.queues)}")
+        with self.lock:
+            self.status = int(state["status"]) & 0xFF
+            self.driver_features = int(state["driver_features"]) & self.offered
+            self.device_features_sel = int(state["device_features_sel"])
+            self.driver_features_sel = int(state["driver_features_sel"])
+            self.queue_sel = int(state["queue_sel"])
+            self.config_generation = int(state["config_generation"])
+            self.broken = bool(state["broken"])
+            for queue, queue_state in zip(self.queues, queues, strict=True):
+                queue.set_state(queue_state)
+            if self.status & _OK and not self.broken:
+                self._activate()
+                self.device.restored()
+        if status := int(state["interrupt_status"]) & (
+            VIRTIO_MMIO_INT_VRING | VIRTIO_MMIO_INT_CONFIG
+        ):
+            self.interrupt.raise_(status)
 
     # --- guest register accesses (vCPU threads) -----------------------------------------------
 

@@ -103,6 +103,8 @@ class SplitQueue:
         self.max_size = max_size
         self.event_idx = False  # VIRTIO_F_EVENT_IDX negotiated
         self.indirect = False  # VIRTIO_F_INDIRECT_DESC negotiated
+        self.served = 0  # chains returned, for metrics (across resets)
+        self.bytes_used = 0  # bytes written into them
         self.reset()
 
     def reset(self) -> None:
@@ -113,6 +115,30 @@ class SplitQueue:
         self.next_used = 0  # the next used-ring entry the device fills
         self._published = 0  # the used index the driver can see
         self._avail_idx = 0  # the driver's available index, as last read
+
+    # --- snapshots -------------------------------------------------------------------------
+
+    def state(self) -> dict[str, int | bool]:
+        return {
+            "size": self.size, "desc": self.desc_addr, "avail": self.avail_addr,
+            "used": self.used_addr, "ready": self.ready, "next_avail": self.next_avail,
+            "next_used": self.next_used, "published": self._published,
+            "event_idx": self.event_idx, "indirect": self.indirect,
+        }  # fmt: skip
+
+    def set_state(self, state: dict[str, int | bool]) -> None:
+        """Take back a `state()`; a ready queue is checked and mapped again (QueueError)."""
+        self.reset()
+        self.size = int(state["size"])
+        self.desc_addr, self.avail_addr = int(state["desc"]), int(state["avail"])
+        self.used_addr = int(state["used"])
+        self.event_idx, self.indirect = bool(state["event_idx"]), bool(state["indirect"])
+        if state["ready"]:
+            self.activate()
+            self.next_avail = int(state["next_avail"]) & 0xFFFF
+            self.next_used = int(state["next_used"]) & 0xFFFF
+            self._published = int(state["published"]) & 0xFFFF
+            self._avail_idx = self.next_avail
 
     # --- set up ----------------------------------------------------------------------------
 
@@ -220,6 +246,8 @@ class SplitQueue:
         self._used_ring[slot] = head
         self._used_ring[slot + 1] = written
         self.next_used = (self.next_used + 1) & 0xFFFF
+        self.served += 1
+        self.bytes_used += written
 
     def publish(self) -> bool:
         """Show the driver the chains pushed so far; True if it wants an interrupt for them."""

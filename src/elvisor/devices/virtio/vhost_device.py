@@ -58,6 +58,19 @@ class VhostDevice(VirtioDevice):
                 log.warning("virtio %s: %s", self.device_id.name.lower(), e.strerror)
         super().reset()
 
+    def freeze(self) -> None:
+        """The kernel stops serving the queues, and its positions go into them."""
+        if self.active is None:
+            return
+        self.stop()
+        for index in self.kernel_queues:
+            self.active.queues[index].next_avail = self.vhost.get_vring_base(index)
+
+    def thaw(self) -> None:
+        """The kernel serves the queues again, from where it was."""
+        if self.active is not None:
+            self.activate(self.active)
+
     def start(self) -> None:
         """The queues are set up: let the kernel serve them."""
 
