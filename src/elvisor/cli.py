@@ -22,6 +22,7 @@ from elvisor.files import write_file
 from elvisor.units import parse_size
 
 if TYPE_CHECKING:
+    from elvisor.api.control import Api
     from elvisor.exits import RunResult
 
 log = logging.getLogger("elvisor")
@@ -104,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, metavar="FILE.toml",
                      help="the VM described in a file: these options as keys (the command "
                      "line wins)")  # fmt: skip
+    run.add_argument("--config-file", type=Path, metavar="FILE.json",
+                     help="the VM described in Firecracker's JSON configuration")  # fmt: skip
     run.add_argument("--kernel", help="arm64 Linux Image (plain or gzip) or ELF file")
     run.add_argument("--initrd", help="initial RAM disk")
     run.add_argument("--cmdline", help=f"kernel command line (default: {DEFAULT_CMDLINE!r})")
@@ -319,18 +322,37 @@ def _given(args: argparse.Namespace, keys: Iterable[str]) -> dict[str, object]:
     return {k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None}
 
 
-def _run_config(args: argparse.Namespace) -> VmConfig:
-    """The VM of `elvisor run`: the --config file's settings, the command line's over them."""
+def _load_firecracker_config(api: Api, path: Path) -> dict[str, object]:
+    """Firecracker's JSON configuration file, applied to `api` (its logger and metrics
+    too); the VM's settings. One line naming the file when it is wrong."""
+    import json
+
+    from elvisor.api.firecracker import BadRequest
+    from elvisor.files import read_file
+
+    try:
+        api.load(json.loads(read_file(path, "configuration file", MAX_JSON)))
+        return api.resources.settings()
+    except (BadRequest, ValueError) as e:
+        raise UserError(f"{path}: {e}") from None
+
+
+def _run_config(args: argparse.Namespace, api: Api) -> VmConfig:
+    """The VM of `elvisor run`: the --config (or --config-file) file's settings, the command
+    line's over them."""
     from elvisor.config import SETTING_TYPES, load_vm, vm_from_settings
 
     given = _given(args, SETTING_TYPES)
-    if args.config is None:
+    if args.config is not None and args.config_file is not None:
+        raise UserError("--config or --config-file: one file describes the VM")
+    file = args.config or args.config_file
+    if file is None:
         return vm_from_settings(given)
-    settings = load_vm(args.config)
+    settings = load_vm(file) if args.config else _load_firecracker_config(api, file)
     try:
         return vm_from_settings(settings | given)
     except UserError as e:
-        raise UserError(f"{args.config}: {e}") from None
+        raise UserError(f"{file}: {e}") from None
 
 
 def _cmd_run(args: argparse.Namespace, started: float) -> int:
@@ -346,20 +368,22 @@ def _cmd_run(args: argparse.Namespace, started: float) -> int:
         from elvisor.config import SETTING_TYPES
         from elvisor.snapshot import Files
 
-        if args.config is not None or _given(args, SETTING_TYPES) or args.dump_dtb:
+        if args.config or args.config_file or _given(args, SETTING_TYPES) or args.dump_dtb:
             raise UserError("--restore takes the whole VM from the snapshot: drop the options "
                             "that describe one")  # fmt: skip
         files = Files.in_dir(args.restore)
         result = serve(Api(instance), args.api_sock, lambda i: i.restore(files, resume=True))
         return _report(result, args.verbose)
-    config = _run_config(args)
+    api = Api(instance)
+    config = _run_config(args, api)
     if args.dump_dtb:
         from elvisor.vm import Vm
 
         with Vm(config) as vm:
             write_file(args.dump_dtb, vm.dtb_blob, "device tree")
         return 0
-    result = serve(Api(instance, Resources.of(config)), args.api_sock, lambda i: i.start(config))
+    api.resources = Resources.of(config, api.resources)
+    result = serve(api, args.api_sock, lambda i: i.start(config))
     return _report(result, args.verbose)
 
 
@@ -375,8 +399,6 @@ def _report(result: RunResult, verbose: bool) -> int:
 
 def _cmd_firecracker(args: argparse.Namespace, started: float) -> int:
     """Firecracker's command line, for tools that start `firecracker`."""
-    import json
-
     from elvisor.api.control import Api, Instance, serve, set_up_logger
     from elvisor.api.firecracker import BadRequest, Resources
 
@@ -395,12 +417,11 @@ def _cmd_firecracker(args: argparse.Namespace, started: float) -> int:
     config = None
     if args.config_file is not None:
         from elvisor.config import vm_from_settings
-        from elvisor.files import read_file
 
+        settings = _load_firecracker_config(api, args.config_file)
         try:
-            api.load(json.loads(read_file(args.config_file, "configuration file", MAX_JSON)))
-            config = vm_from_settings(api.resources.settings())
-        except (BadRequest, ValueError, UserError) as e:
+            config = vm_from_settings(settings)
+        except UserError as e:
             raise UserError(f"{args.config_file}: {e}") from None
 
     def boot_timer(t: float) -> None:

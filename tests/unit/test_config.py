@@ -1,6 +1,7 @@
 """VmConfig: every bad value is one clear error, before any ioctl; and `elvisor run`'s lines."""
 
 import gzip
+import json
 import struct
 import subprocess
 import sys
@@ -169,9 +170,10 @@ def test_elvisor_run_bad_input(args: list[str], message: str) -> None:
 
 
 def run_config(*argv: str) -> VmConfig:
+    from elvisor.api.control import Api, Instance
     from elvisor.cli import _run_config, build_parser
 
-    return _run_config(build_parser().parse_args(["run", *argv]))
+    return _run_config(build_parser().parse_args(["run", *argv]), Api(Instance()))
 
 
 def test_a_toml_file_describes_the_vm_as_the_command_line_does(kernel, disk, tmp_path) -> None:
@@ -191,6 +193,25 @@ def test_a_toml_file_describes_the_vm_as_the_command_line_does(kernel, disk, tmp
     assert from_file == from_command_line
     assert from_file.disks == (DiskConfig(disk, readonly=True),)  # relative to the file
     assert from_file.memory == 64 << 20 and not from_file.rng and not from_file.reboot
+
+
+def test_firecrackers_json_describes_the_vm_as_the_command_line_does(kernel, disk, tmp_path):
+    vm_json = tmp_path / "vm.json"
+    vm_json.write_text(json.dumps({
+        "boot-source": {"kernel_image_path": str(kernel), "boot_args": "console=ttyS0 quiet"},
+        "machine-config": {"vcpu_count": 2, "mem_size_mib": 64},
+        "drives": [{"drive_id": "d", "path_on_host": str(disk), "is_root_device": False,
+                    "is_read_only": True}],
+        "entropy": {},
+    }))  # fmt: skip
+    from_file = run_config("--config-file", str(vm_json), "--cpus", "1")
+    from_command_line = run_config(
+        "--kernel", str(kernel), "--cmdline", "console=ttyAMA0 quiet", "--memory", "64M",
+        "--cpus", "1", "--disk", f"{disk},ro", "--no-reboot",
+    )  # fmt: skip
+    assert from_file == from_command_line
+    with pytest.raises(UserError, match="one file describes the VM"):
+        run_config("--config-file", str(vm_json), "--config", str(vm_json))
 
 
 def test_the_command_line_wins_over_the_file(kernel, tmp_path) -> None:
