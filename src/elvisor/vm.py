@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 
 KICK_SIGNAL = signal.SIGUSR1  # takes a vCPU thread out of KVM_RUN
 KICK_INTERVAL = 0.1  # seconds between kicks of a vCPU that has not yet stopped
-STOP_ATTEMPTS = 100
+STOP_ATTEMPTS = 100  # kicks before giving up (10 s)
 
 
 class State(Enum):
@@ -129,8 +129,8 @@ class Vm:
     @classmethod
     def restore(cls, files: Path | snapshots.Files, console: Console | None = None) -> Vm:
         """A VM made again from a snapshot (a directory, or its two files), paused:
-        `resume()` (or `run()`) goes on from where it was. SnapshotError, one line, where
-        the snapshot is not whole or this host cannot run it."""
+        `resume()` goes on from where it was. SnapshotError, one line, where the snapshot
+        is not whole or this host cannot run it."""
         if isinstance(files, Path):
             files = snapshots.Files.in_dir(files)
         snapshot = snapshots.load(files)
@@ -180,7 +180,7 @@ class Vm:
         The handler gets a Hypercall and returns the values for x0-x3 (an int is x0; None
         returns NOT_SUPPORTED). Needs the host kernel's SMCCC filter (Linux 6.4 or newer).
         """
-        if self._state is not State.CREATED:
+        if self._threads:
             raise VmStateError("register hypercalls before the VM starts")
         self._machine.hypercalls.register(base, count, handler)
 
@@ -210,7 +210,11 @@ class Vm:
             self._expect(State.RUNNING, "pause")
             with self._gate:
                 self._pausing = True
-            self._kick_until(lambda: self._parked == self._live)
+            if not self._kick_until(lambda: self._parked == self._live):
+                with self._gate:  # (let the parked ones go again: the VM runs on)
+                    self._pausing = False
+                    self._gate.notify_all()
+                raise VmStateError("the vCPUs did not stop within 10 s: the VM runs on")
             self._stop_workers()
             self._state = State.PAUSED
 

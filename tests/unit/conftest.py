@@ -1,5 +1,6 @@
 import os
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -18,6 +19,22 @@ CROSS = "aarch64-linux-gnu-"
 settings.register_profile("ci", max_examples=1000, deadline=None, database=None)
 settings.register_profile("fuzz", max_examples=35000, deadline=None, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    """A minimal arm64 Linux Image: its header, 1 MiB of image size."""
+    path = tmp_path / "Image"
+    path.write_bytes(struct.pack("<IIQQQQQQII", 0, 0, 0, 1 << 20, 0, 0, 0, 0, 0x644D5241, 0))
+    return path
+
+
+@pytest.fixture
+def disk(tmp_path):
+    """A raw disk image of 4 KiB."""
+    path = tmp_path / "disk.img"
+    path.write_bytes(bytes(4096))
+    return path
 
 
 @pytest.fixture(scope="session")

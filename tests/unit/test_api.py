@@ -3,7 +3,6 @@ the VM's start recorded instead of done (the lab's tests boot real guests throug
 
 import json
 import socket
-import struct
 import subprocess
 import sys
 
@@ -14,20 +13,6 @@ from elvisor.api.control import Api, Instance
 from elvisor.api.server import ApiServer
 from elvisor.config import DiskConfig, NetConfig, VmConfig
 from elvisor.errors import UserError
-
-
-@pytest.fixture
-def kernel(tmp_path):
-    path = tmp_path / "Image"
-    path.write_bytes(struct.pack("<IIQQQQQQII", 0, 0, 0, 1 << 20, 0, 0, 0, 0, 0x644D5241, 0))
-    return path
-
-
-@pytest.fixture
-def disk(tmp_path):
-    path = tmp_path / "rootfs.ext4"
-    path.write_bytes(bytes(4096))
-    return path
 
 
 class Recorded(Instance):

@@ -14,20 +14,6 @@ from elvisor.errors import UserError
 
 
 @pytest.fixture
-def kernel(tmp_path):
-    path = tmp_path / "Image"
-    path.write_bytes(struct.pack("<IIQQQQQQII", 0, 0, 0, 1 << 20, 0, 0, 0, 0, 0x644D5241, 0))
-    return path
-
-
-@pytest.fixture
-def disk(tmp_path):
-    path = tmp_path / "disk.img"
-    path.write_bytes(bytes(4096))
-    return path
-
-
-@pytest.fixture
 def raw(tmp_path):
     path = tmp_path / "guest.bin"
     path.write_bytes(b"\x00\x00\x00\x14")

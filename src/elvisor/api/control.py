@@ -87,6 +87,8 @@ class Instance:
         self.started_at: float | None = None  # time.monotonic() of the start
         self.on_first_run: Callable[[float], None] | None = None
         self._requests: queue.Queue[_Request] = queue.Queue()
+        self._accepting = False  # the main thread takes requests (it waits for the start)
+        self._accepting_lock = threading.Lock()
         self._stopped = threading.Event()
 
     @property
@@ -129,11 +131,16 @@ class Instance:
         log.info("microVM started: %d vCPUs, %d MiB", config.cpus, config.memory >> 20)
 
     def _on_main_thread(self, action: Callable[[], None]) -> None:
+        """Do `action` on the main thread (which waits for it in `run()` until the VM is
+        started) and pass on its exception."""
         if threading.current_thread() is threading.main_thread():
             action()
             return
         request = _Request(action, threading.Event())
-        self._requests.put(request)
+        with self._accepting_lock:
+            if not self._accepting:
+                raise VmStateError("the microVM is already started (or ending)")
+            self._requests.put(request)
         request.done.wait()
         if request.error is not None:
             raise request.error
@@ -161,6 +168,8 @@ class Instance:
 
         saved = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
         saved[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+        self._accepting = True
+        request = None
         try:
             while self.vm is None:
                 if self._stopped.is_set():
@@ -171,15 +180,25 @@ class Instance:
                     continue
                 try:
                     request.action()
-                except BaseException as e:
+                except Exception as e:
                     request.error = e
                 request.done.set()
+                request = None
         except KeyboardInterrupt:
             return RunResult(Outcome.SIGNAL, 130, "interrupted")
         except _Signalled as s:
             name = signal.Signals(s.signum).name
             return RunResult(Outcome.SIGNAL, 128 + s.signum, f"stopped by {name}")
         finally:
+            with self._accepting_lock:
+                self._accepting = False
+            pending = [request] if request is not None else []
+            while not self._requests.empty():
+                pending.append(self._requests.get_nowait())
+            for left in pending:  # (whoever asked is told, not left waiting)
+                if not left.done.is_set():
+                    left.error = left.error or VmStateError("the microVM is ending")
+                    left.done.set()
             for sig, handler in saved.items():
                 signal.signal(sig, handler)
         return None

@@ -154,35 +154,33 @@ def save(gic: Gic, mpidrs: list[int]) -> dict[str, object]:
     return {"version": gic.version, "dist": dist, "cpus": cpus}
 
 
+# (group, a vCPU's part of the state, 64-bit): what comes after the distributor's first
+# registers and before its others; then what comes after them
+BEFORE_DIST = {3: (KVM_DEV_ARM_VGIC_GRP_REDIST_REGS, "redist", False),
+               2: (KVM_DEV_ARM_VGIC_GRP_DIST_REGS, "banked", False)}  # fmt: skip
+AFTER_DIST = {3: (KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS, "sysregs", True),
+              2: (KVM_DEV_ARM_VGIC_GRP_CPU_REGS, "interface", False)}  # fmt: skip
+
+
 def restore(gic: Gic, mpidrs: list[int], state: dict[str, object]) -> None:
     """Write back what `save` read (into a vGIC of the same version and vCPUs, not yet run):
-    GICD_IIDR first, as the KVM documentation asks, the enables last."""
+    GICD_IIDR and GICD_CTLR first, as the KVM documentation asks, then each vCPU's
+    redistributor (v3) or banked distributor registers (v2), the distributor's others (the
+    enables last), and each vCPU's CPU interface."""
     access = _Access(gic)
     dist = _registers(state["dist"])
     cpus = state["cpus"]
-    assert isinstance(cpus, list) and len(cpus) == len(mpidrs)
-    dist_group = KVM_DEV_ARM_VGIC_GRP_DIST_REGS
-    head, tail = dist[:2], dist[2:]  # GICD_IIDR, GICD_CTLR
-    for attr, value in head:
-        access.set(dist_group, attr, value)
-    if gic.version == 3:
-        for cpu in cpus:
-            for attr, value in _registers(cpu["redist"]):
-                access.set(KVM_DEV_ARM_VGIC_GRP_REDIST_REGS, attr, value)
-        for attr, value in tail:
-            access.set(dist_group, attr, value)
-        for cpu in cpus:
-            for attr, value in _registers(cpu["sysregs"]):
-                access.set(KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS, attr, value, wide=True)
-    else:
-        for cpu in cpus:
-            for attr, value in _registers(cpu["banked"]):
-                access.set(dist_group, attr, value)
-        for attr, value in tail:
-            access.set(dist_group, attr, value)
-        for cpu in cpus:
-            for attr, value in _registers(cpu["interface"]):
-                access.set(KVM_DEV_ARM_VGIC_GRP_CPU_REGS, attr, value)
+    if not isinstance(cpus, list) or len(cpus) != len(mpidrs):
+        raise ValueError(f"the vGIC state is for another number of vCPUs than {len(mpidrs)}")
+    steps: list[tuple[int, Registers, bool]] = [(KVM_DEV_ARM_VGIC_GRP_DIST_REGS, dist[:2], False)]
+    group, part, wide = BEFORE_DIST[gic.version]
+    steps += [(group, _registers(cpu[part]), wide) for cpu in cpus]
+    steps.append((KVM_DEV_ARM_VGIC_GRP_DIST_REGS, dist[2:], False))
+    group, part, wide = AFTER_DIST[gic.version]
+    steps += [(group, _registers(cpu[part]), wide) for cpu in cpus]
+    for group, registers, wide in steps:
+        for attr, value in registers:
+            access.set(group, attr, value, wide)
 
 
 def _registers(value: object) -> Registers:
