@@ -15,10 +15,12 @@ puts the state back into it before any vCPU runs, and leaves the VM paused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import mmap
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -132,10 +134,28 @@ def _machine(machine: Machine) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[int]:
+    """A file written beside `path` (an fd), synced and renamed over it when whole; removed
+    if not. A VM restored from the old file keeps mapping it: truncating a file under its
+    mapping would take the guest's memory away."""
+    partial = path.with_name(path.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        yield fd
+        os.fsync(fd)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+    finally:
+        os.close(fd)
+
+
 def _write_memory(machine: Machine, path: Path) -> None:
     """Guest RAM, with holes where it is all zeros (a fresh guest's RAM mostly is)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
+    with _replacing(path) as fd:
         offset = 0
         for region in machine.memory.regions:
             view = memoryview(region.mapping)
@@ -148,21 +168,11 @@ def _write_memory(machine: Machine, path: Path) -> None:
                 view.release()
             offset += region.size
         os.ftruncate(fd, offset)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_synced(path: Path, data: bytes) -> None:
-    """Write a file whole and on the disk, or leave the old one (through a rename)."""
-    partial = path.with_name(path.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
+    with _replacing(path) as fd:
         os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(partial, path)
 
 
 # --- restoring one -----------------------------------------------------------------------
