@@ -356,8 +356,9 @@ def _run_config(args: argparse.Namespace, api: Api) -> VmConfig:
 
 
 def _cmd_run(args: argparse.Namespace, started: float) -> int:
-    from elvisor.api.control import Api, Instance, serve
+    from elvisor.api.control import Api, serve
     from elvisor.api.firecracker import Resources
+    from elvisor.api.instance import Instance
 
     instance = Instance()
     if args.verbose:
@@ -399,8 +400,10 @@ def _report(result: RunResult, verbose: bool) -> int:
 
 def _cmd_firecracker(args: argparse.Namespace, started: float) -> int:
     """Firecracker's command line, for tools that start `firecracker`."""
-    from elvisor.api.control import Api, Instance, serve, set_up_logger
+    from elvisor.api.control import Api, serve
     from elvisor.api.firecracker import BadRequest, Resources
+    from elvisor.api.instance import Instance
+    from elvisor.api.telemetry import set_up_logger
 
     if args.no_api and args.config_file is None:
         raise UserError("--no-api needs --config-file: nothing else could start the microVM")

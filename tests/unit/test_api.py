@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from elvisor.api.client import request
-from elvisor.api.control import Api, Instance
+from elvisor.api.control import Api
+from elvisor.api.instance import Instance
 from elvisor.api.server import ApiServer
 from elvisor.config import DiskConfig, NetConfig, VmConfig
 from elvisor.errors import UserError

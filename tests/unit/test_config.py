@@ -156,7 +156,8 @@ def test_elvisor_run_bad_input(args: list[str], message: str) -> None:
 
 
 def run_config(*argv: str) -> VmConfig:
-    from elvisor.api.control import Api, Instance
+    from elvisor.api.control import Api
+    from elvisor.api.instance import Instance
     from elvisor.cli import _run_config, build_parser
 
     return _run_config(build_parser().parse_args(["run", *argv]), Api(Instance()))

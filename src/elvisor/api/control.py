@@ -1,24 +1,17 @@
 """The control plane: the microVM an API drives, and the requests that drive it.
 
-`Instance` owns the VM. The main thread runs it (`Instance.run()`: a VM's signals and console
-are the main thread's); the API thread asks for it to start, pause, resume or stop, and waits
-for the answer. `Api.handle` turns one HTTP request into calls on the `Resources` (before the
-start) or on the running `Vm`, and into a `Response`.
+`Api.handle` turns one HTTP request into calls on the `Resources` (before the start), on the
+`Instance` (start, restore, stop) or on its running `Vm` (pause, resume, snapshot), and into a
+`Response`; `serve` runs it all.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import queue
-import signal
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 from elvisor import __version__
 from elvisor import snapshot as snapshots
@@ -35,235 +28,22 @@ from elvisor.api.firecracker import (
     Resources,
     checked,
 )
+from elvisor.api.instance import Instance
 from elvisor.api.response import Response, fault
-from elvisor.config import VmConfig, vm_from_settings
-from elvisor.console import Console
+from elvisor.api.telemetry import Metrics, set_up_logger
+from elvisor.config import vm_from_settings
 from elvisor.errors import UserError
-from elvisor.exits import Outcome, RunResult
-from elvisor.vm import State, Vm, VmStateError
+from elvisor.exits import RunResult
+from elvisor.vm import State, VmStateError
 
 log = logging.getLogger(__name__)
 
-METRICS_PERIOD = 60.0  # seconds between metrics lines, as Firecracker's
 STATES = {
     State.CREATED: "Not started",
     State.RUNNING: "Running",
     State.PAUSED: "Paused",
     State.STOPPED: "Not started",
 }
-LOG_LEVELS = {
-    "error": logging.ERROR,
-    "warning": logging.WARNING,
-    "info": logging.INFO,
-    "debug": logging.DEBUG,
-    "trace": logging.DEBUG,
-    "off": logging.CRITICAL + 1,
-}
-
-
-@dataclass
-class _Request:
-    """Work for the main thread, and its answer."""
-
-    action: Callable[[], None]
-    done: threading.Event
-    error: BaseException | None = None
-
-
-class _Signalled(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-class Instance:
-    """A microVM driven by a control plane: not started, then running (until it ends)."""
-
-    def __init__(self, instance_id: str = "anonymous-instance", console: Console | None = None):
-        self.id = instance_id
-        self.console = console
-        self.config: VmConfig | None = None
-        self.vm: Vm | None = None
-        self.started_at: float | None = None  # time.monotonic() of the start
-        self.on_first_run: Callable[[float], None] | None = None
-        self._requests: queue.Queue[_Request] = queue.Queue()
-        self._accepting = False  # the main thread takes requests (it waits for the start)
-        self._accepting_lock = threading.Lock()
-        self._stopped = threading.Event()
-
-    @property
-    def state(self) -> State:
-        return self.vm.state if self.vm is not None else State.CREATED
-
-    def start(self, config: VmConfig) -> None:
-        """Build the VM and start it; returns once it runs. UserError if it cannot be built."""
-        self._on_main_thread(lambda: self._start(config))
-
-    def restore(self, files: snapshots.Files, resume: bool) -> None:
-        """Make the VM again from a snapshot; running if `resume`, else paused."""
-        self._on_main_thread(lambda: self._restore(files, resume))
-
-    def _restore(self, files: snapshots.Files, resume: bool) -> None:
-        if self.vm is not None:
-            raise VmStateError("the microVM is already started")
-        self.started_at = time.monotonic()
-        self.vm = Vm.restore(files, self.console)
-        self.config = self.vm.config
-        self.vm.on_first_run = self.on_first_run
-        if resume:
-            self.vm.resume()
-        log.info("microVM restored from %s", files.state)
-
-    def stop(self) -> None:
-        """End the VM, or the wait for one: `run()` returns."""
-        self._stopped.set()
-        if self.vm is not None:
-            self.vm.stop()
-
-    def _start(self, config: VmConfig) -> None:
-        if self.vm is not None:
-            raise VmStateError("the microVM is already started")
-        self.started_at = time.monotonic()
-        self.config = config
-        self.vm = Vm(config, self.console)
-        self.vm.on_first_run = self.on_first_run
-        self.vm.start()
-        log.info("microVM started: %d vCPUs, %d MiB", config.cpus, config.memory >> 20)
-
-    def _on_main_thread(self, action: Callable[[], None]) -> None:
-        """Do `action` on the main thread (which waits for it in `run()` until the VM is
-        started) and pass on its exception."""
-        if threading.current_thread() is threading.main_thread():
-            action()
-            return
-        request = _Request(action, threading.Event())
-        with self._accepting_lock:
-            if not self._accepting:
-                raise VmStateError("the microVM is already started (or ending)")
-            self._requests.put(request)
-        request.done.wait()
-        if request.error is not None:
-            raise request.error
-
-    def run(self) -> RunResult:
-        """Main thread: wait for the start (doing what the API asks of this thread), then run
-        the VM until it ends; a guest reset reboots it where its config says so."""
-        result = self._wait_for_start()
-        if result is not None:
-            return result
-        while True:
-            assert self.vm is not None and self.config is not None
-            result = self.vm.run()
-            if self._stopped.is_set() or result.outcome is not Outcome.RESET:
-                return result
-            if not self.config.reboot:
-                return result
-            self.vm.close()
-            self.vm = None
-            self._start(self.config)
-
-    def _wait_for_start(self) -> RunResult | None:
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            raise _Signalled(signum)
-
-        saved = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
-        saved[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
-        self._accepting = True
-        request = None
-        try:
-            while self.vm is None:
-                if self._stopped.is_set():
-                    return RunResult(Outcome.STOPPED, 0, "stopped before it started")
-                try:
-                    request = self._requests.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                try:
-                    request.action()
-                except Exception as e:
-                    request.error = e
-                request.done.set()
-                request = None
-        except KeyboardInterrupt:
-            return RunResult(Outcome.SIGNAL, 130, "interrupted")
-        except _Signalled as s:
-            name = signal.Signals(s.signum).name
-            return RunResult(Outcome.SIGNAL, 128 + s.signum, f"stopped by {name}")
-        finally:
-            with self._accepting_lock:
-                self._accepting = False
-            pending = [request] if request is not None else []
-            while not self._requests.empty():
-                pending.append(self._requests.get_nowait())
-            for left in pending:  # (whoever asked is told, not left waiting)
-                if not left.done.is_set():
-                    left.error = left.error or VmStateError("the microVM is ending")
-                    left.done.set()
-            for sig, handler in saved.items():
-                signal.signal(sig, handler)
-        return None
-
-    def close(self) -> None:
-        if self.vm is not None:
-            self.vm.close()
-
-
-class Metrics:
-    """JSON lines of the VM's counters, to a file or a named pipe: on FlushMetrics, and every
-    METRICS_PERIOD seconds while the VM runs."""
-
-    def __init__(self, path: Path, instance: Instance) -> None:
-        try:
-            # (a named pipe nobody reads yet is ENXIO here, at once, not a hang)
-            self._fd = os.open(
-                path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644
-            )
-        except OSError as e:
-            raise BadRequest(f"metrics: cannot open {path}: {e.strerror}") from None
-        self._instance = instance
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._periodic, name="metrics", daemon=True)
-        self._thread.start()
-
-    def flush(self) -> None:
-        vm = self._instance.vm
-        line = {"utc_timestamp_ms": int(time.time() * 1000), **(vm.metrics() if vm else {})}
-        data = (json.dumps(line) + "\n").encode()
-        with self._lock:
-            try:
-                os.write(self._fd, data)
-            except OSError as e:  # (a full pipe, or one whose reader went: the line is lost)
-                log.warning("metrics: a line was lost: %s", e.strerror)
-
-    def _periodic(self) -> None:
-        while not self._stop.wait(METRICS_PERIOD):
-            if self._instance.state in (State.RUNNING, State.PAUSED):
-                self.flush()
-
-    def close(self) -> None:
-        self._stop.set()
-        with self._lock:
-            os.close(self._fd)
-
-
-def set_up_logger(
-    path: str | None, level: str = "Info", show_level: bool = False, show_origin: bool = False
-) -> None:
-    """Where elvisor's log goes and from which level (PUT /logger, --log-path, --level)."""
-    logger = logging.getLogger("elvisor")
-    logger.setLevel(LOG_LEVELS[level.lower()])
-    if path is None:
-        return
-    try:
-        handler = logging.FileHandler(path)
-    except OSError as e:
-        raise BadRequest(f"logger: cannot open {path}: {e.strerror}") from None
-    form = "%(asctime)s [" + (f"{'%(levelname)s:' if show_level else ''}") + "%(threadName)s"
-    form += (":%(pathname)s:%(lineno)d" if show_origin else "") + "] %(message)s"
-    handler.setFormatter(logging.Formatter(form))
-    logger.addHandler(handler)
-    logger.propagate = False  # (the log goes there, not to stderr too)
 
 
 class Api:
