@@ -32,9 +32,11 @@ def api(tmp_path):
     """(the socket, the instance) of an API server on a socket in tmp_path."""
     instance = Recorded()
     sock = tmp_path / "api.sock"
-    with ApiServer(sock, Api(instance).handle) as server:
+    api = Api(instance)
+    with ApiServer(sock, api.handle) as server:
         server.start()
         yield sock, instance
+    api.close()
     assert not sock.exists(), "the socket was left behind"
 
 
@@ -217,3 +219,33 @@ def test_ctl_without_a_vm_is_one_line(tmp_path) -> None:
         result.stderr == f"elvisor: error: nothing listens on {tmp_path}/none.sock: is "
         "elvisor running with --api-sock?\n"
     )
+
+
+def test_metrics_lines_and_the_logger_go_where_the_api_says(api, tmp_path) -> None:
+    sock, _ = api
+    metrics, log_file = tmp_path / "metrics.json", tmp_path / "elvisor.log"
+    assert request(sock, "PUT", "/metrics", {"metrics_path": str(metrics)}) == (204, None)
+    assert request(sock, "PUT", "/logger", {"log_path": str(log_file), "level": "warning",
+                                            "show_level": True}) == (204, None)  # fmt: skip
+    assert request(sock, "PUT", "/actions", {"action_type": "FlushMetrics"}) == (204, None)
+    (line,) = metrics.read_text().splitlines()
+    assert json.loads(line)["utc_timestamp_ms"] > 0  # (no VM yet: no counters)
+    status, answer = request(sock, "PUT", "/metrics", {"metrics_path": str(metrics)})
+    assert status == 400 and "already set up" in answer["fault_message"]  # type: ignore[index]
+    import logging
+
+    logger = logging.getLogger("elvisor.test")
+    try:
+        logger.info("not at this level")
+        logger.warning("seen at this level")
+        text = log_file.read_text()
+        assert "WARNING" in text and "seen at this level" in text and "not at" not in text
+    finally:  # (the logger is the process's: put it back)
+        root = logging.getLogger("elvisor")
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+            handler.close()
+        root.propagate = True
+        root.setLevel(logging.NOTSET)
+    status, answer = request(sock, "PUT", "/logger", {"level": "loud"})
+    assert status == 400 and "level is one of" in answer["fault_message"]  # type: ignore[index]
