@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -23,6 +23,7 @@ from elvisor.units import parse_size
 
 if TYPE_CHECKING:
     from elvisor.api.control import Api
+    from elvisor.api.instance import Instance
     from elvisor.exits import RunResult
 
 log = logging.getLogger("elvisor")
@@ -337,7 +338,7 @@ def _load_firecracker_config(api: Api, path: Path) -> dict[str, object]:
         raise UserError(f"{path}: {e}") from None
 
 
-def _run_config(args: argparse.Namespace, api: Api) -> VmConfig:
+def _run_config(args: argparse.Namespace, api: Api | None) -> VmConfig:
     """The VM of `elvisor run`: the --config (or --config-file) file's settings, the command
     line's over them."""
     from elvisor.config import SETTING_TYPES, load_vm, vm_from_settings
@@ -348,7 +349,11 @@ def _run_config(args: argparse.Namespace, api: Api) -> VmConfig:
     file = args.config or args.config_file
     if file is None:
         return vm_from_settings(given)
-    settings = load_vm(file) if args.config else _load_firecracker_config(api, file)
+    if args.config:
+        settings = load_vm(file)
+    else:
+        assert api is not None
+        settings = _load_firecracker_config(api, file)
     try:
         return vm_from_settings(settings | given)
     except UserError as e:
@@ -356,15 +361,19 @@ def _run_config(args: argparse.Namespace, api: Api) -> VmConfig:
 
 
 def _cmd_run(args: argparse.Namespace, started: float) -> int:
-    from elvisor.api.control import Api, serve
-    from elvisor.api.firecracker import Resources
-    from elvisor.api.instance import Instance
+    from elvisor.api.instance import Instance, run_instance
 
     instance = Instance()
     if args.verbose:
         instance.on_first_run = lambda t: log.info(
             "first KVM_RUN %.3f s after start (monotonic clock %.6f)", t - started, t
         )
+    api = None
+    if args.api_sock is not None or args.config_file is not None:
+        from elvisor.api.control import Api
+
+        api = Api(instance)
+    start: Callable[[Instance], None]
     if args.restore is not None:
         from elvisor.config import SETTING_TYPES
         from elvisor.snapshot import Files
@@ -373,19 +382,25 @@ def _cmd_run(args: argparse.Namespace, started: float) -> int:
             raise UserError("--restore takes the whole VM from the snapshot: drop the options "
                             "that describe one")  # fmt: skip
         files = Files.in_dir(args.restore)
-        result = serve(Api(instance), args.api_sock, lambda i: i.restore(files, resume=True))
-        return _report(result, args.verbose)
-    api = Api(instance)
-    config = _run_config(args, api)
-    if args.dump_dtb:
-        from elvisor.vm import Vm
+        start = lambda i: i.restore(files, resume=True)  # noqa: E731
+    else:
+        config = _run_config(args, api)
+        if args.dump_dtb:
+            from elvisor.vm import Vm
 
-        with Vm(config) as vm:
-            write_file(args.dump_dtb, vm.dtb_blob, "device tree")
-        return 0
-    api.resources = Resources.of(config, api.resources)
-    result = serve(api, args.api_sock, lambda i: i.start(config))
-    return _report(result, args.verbose)
+            with Vm(config) as vm:
+                write_file(args.dump_dtb, vm.dtb_blob, "device tree")
+            return 0
+        if api is not None:
+            from elvisor.api.firecracker import Resources
+
+            api.resources = Resources.of(config, api.resources)
+        start = lambda i: i.start(config)  # noqa: E731
+    if api is None:
+        return _report(run_instance(instance, start), args.verbose)
+    from elvisor.api.control import serve
+
+    return _report(serve(api, args.api_sock, start), args.verbose)
 
 
 def _report(result: RunResult, verbose: bool) -> int:

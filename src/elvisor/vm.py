@@ -24,9 +24,9 @@ from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from elvisor import builder
-from elvisor import snapshot as snapshots
 from elvisor.config import VmConfig
 from elvisor.console import Console
 from elvisor.devices.virtio.worker import Worker
@@ -44,6 +44,9 @@ from elvisor.hypercalls import Hypercall, HypercallHandler, HypercallsUnsupporte
 from elvisor.kvm import KvmError
 from elvisor.memory import GuestMemory
 from elvisor.terminal import EscapeDecoder, raw_terminal
+
+if TYPE_CHECKING:  # (snapshots are imported when one is taken or restored)
+    from elvisor import snapshot as snapshots
 
 __all__ = [
     "Hypercall",
@@ -120,6 +123,8 @@ class Vm:
             if _snapshot is None:
                 builder.boot(self.machine)
             else:
+                from elvisor import snapshot as snapshots
+
                 snapshots.restore(self.machine, _snapshot)
                 self._state = State.PAUSED  # (with no threads yet: resume() starts them)
         except BaseException:
@@ -131,6 +136,8 @@ class Vm:
         """A VM made again from a snapshot (a directory, or its two files), paused:
         `resume()` goes on from where it was. SnapshotError, one line, where the snapshot
         is not whole or this host cannot run it."""
+        from elvisor import snapshot as snapshots
+
         if isinstance(files, Path):
             files = snapshots.Files.in_dir(files)
         snapshot = snapshots.load(files)
@@ -138,6 +145,8 @@ class Vm:
 
     def snapshot(self, files: Path | snapshots.Files) -> None:
         """Write a snapshot of the paused VM (to a directory, or to its two files)."""
+        from elvisor import snapshot as snapshots
+
         with self._lifecycle:
             if self._state is not State.PAUSED:
                 raise VmStateError(f"pause the VM before a snapshot (it is {self._state.value})")

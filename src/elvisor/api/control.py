@@ -258,5 +258,5 @@ def serve(
     finally:
         if server is not None:
             server.close()
-        api.close()
+        api.close()  # (its last metrics line, from the VM before it goes)
         api.instance.close()

@@ -12,12 +12,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from elvisor import snapshot as snapshots
 from elvisor.config import VmConfig
 from elvisor.console import Console
 from elvisor.exits import Outcome, RunResult
 from elvisor.vm import State, Vm, VmStateError
+
+if TYPE_CHECKING:
+    from elvisor import snapshot as snapshots
 
 log = logging.getLogger(__name__)
 
@@ -167,3 +170,14 @@ class Instance:
     def close(self) -> None:
         if self.vm is not None:
             self.vm.close()
+
+
+def run_instance(instance: Instance, start: Callable[[Instance], None] | None) -> RunResult:
+    """Start `instance` with `start` (None: something else will) and run it until the VM
+    ends; release it after."""
+    try:
+        if start is not None:
+            start(instance)
+        return instance.run()
+    finally:
+        instance.close()
