@@ -249,3 +249,28 @@ def test_metrics_lines_and_the_logger_go_where_the_api_says(api, tmp_path) -> No
         root.setLevel(logging.NOTSET)
     status, answer = request(sock, "PUT", "/logger", {"level": "loud"})
     assert status == 400 and "level is one of" in answer["fault_message"]  # type: ignore[index]
+
+
+def test_metrics_are_written_periodically_while_the_vm_runs(tmp_path, monkeypatch) -> None:
+    import time
+
+    from elvisor.api import telemetry
+    from elvisor.vm import State
+
+    class Running:
+        state = State.RUNNING
+
+        class vm:
+            @staticmethod
+            def metrics() -> dict[str, object]:
+                return {"vcpus": [{"exits": {"KVM_EXIT_MMIO": 7}}]}
+
+    monkeypatch.setattr(telemetry, "METRICS_PERIOD", 0.05)
+    path = tmp_path / "metrics.json"
+    metrics = telemetry.Metrics(path, Running)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 60
+    while len(path.read_text().splitlines()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    metrics.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) >= 3 and lines[0]["vcpus"][0]["exits"]["KVM_EXIT_MMIO"] == 7

@@ -51,6 +51,8 @@ class Metrics:
         line = {"utc_timestamp_ms": int(time.time() * 1000), **(vm.metrics() if vm else {})}
         data = (json.dumps(line) + "\n").encode()
         with self._lock:
+            if self._fd < 0:
+                return
             try:
                 os.write(self._fd, data)
             except OSError as e:  # (a full pipe, or one whose reader went: the line is lost)
@@ -63,8 +65,10 @@ class Metrics:
 
     def close(self) -> None:
         self._stop.set()
+        self._thread.join()
         with self._lock:
             os.close(self._fd)
+            self._fd = -1
 
 
 def set_up_logger(
