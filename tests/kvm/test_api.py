@@ -88,7 +88,6 @@ def test_firecracker_api_boots_pauses_resumes_and_stops_the_default_guest(
     assert "microVM started" in log.read_text()
 
 
-@pytest.mark.every_host
 def test_ctl_drives_a_vm_run_with_an_api_socket(console_session, guest, tmp_path) -> None:
     sock = tmp_path / "api.sock"
     # (one vCPU: a lab CPU is left for the `elvisor ctl` processes)
@@ -111,7 +110,6 @@ def test_ctl_drives_a_vm_run_with_an_api_socket(console_session, guest, tmp_path
     assert not sock.exists()
 
 
-@pytest.mark.every_host
 def test_a_toml_file_runs_the_vm_the_command_line_would(guest, elvisor_run, tmp_path) -> None:
     vm_toml = tmp_path / "vm.toml"
     vm_toml.write_text(f'binary = "{guest("smp.elf")}"\ncpus = 2\nmemory = 64\nrng = false\n')
@@ -126,7 +124,6 @@ def test_a_toml_file_runs_the_vm_the_command_line_would(guest, elvisor_run, tmp_
     )
 
 
-@pytest.mark.every_host
 def test_firecracker_config_file_runs_the_vm_the_command_line_would(
     guest, elvisor_run, tmp_path
 ) -> None:

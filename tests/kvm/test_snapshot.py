@@ -101,7 +101,7 @@ def rewrite(state_path, change) -> None:
     state_path.write_text(json.dumps(document))
 
 
-@pytest.mark.every_host
+@pytest.mark.snapshot_host
 def test_snapshots_that_cannot_be_restored_are_refused_with_one_line(
     console_session, elvisor_run, guest, tmp_path
 ) -> None:
