@@ -110,39 +110,25 @@ def test_ctl_drives_a_vm_run_with_an_api_socket(console_session, guest, tmp_path
     assert not sock.exists()
 
 
-def test_a_toml_file_runs_the_vm_the_command_line_would(guest, elvisor_run, tmp_path) -> None:
-    vm_toml = tmp_path / "vm.toml"
-    vm_toml.write_text(f'binary = "{guest("smp.elf")}"\ncpus = 2\nmemory = 64\nrng = false\n')
-    from_file = elvisor_run("--config", str(vm_toml))
-    from_command_line = elvisor_run("--binary", str(guest("smp.elf")), "--cpus", "2",
-                                    "--memory", "64M", "--no-rng")  # fmt: skip
-    assert from_file.returncode == from_command_line.returncode == 0, from_file.stderr
-    assert (
-        from_file.stdout
-        == from_command_line.stdout
-        == (b"cpu0: starting cpu1\ncpu1: up\ncpu1: context ok\ncpu0: cpu1 reported in\n")
-    )
-
-
-def test_firecracker_config_file_runs_the_vm_the_command_line_would(
-    guest, elvisor_run, tmp_path
-) -> None:
-    config = tmp_path / "vm.json"
-    config.write_text(json.dumps({
-        "boot-source": {"kernel_image_path": str(guest("smp.elf"))},
+def test_files_run_the_vm_the_command_line_would(guest, elvisor_run, tmp_path) -> None:
+    """A TOML file (`run --config`) and Firecracker's JSON (`firecracker --config-file`)."""
+    smp = str(guest("smp.elf"))
+    vm_toml, vm_json = tmp_path / "vm.toml", tmp_path / "vm.json"
+    vm_toml.write_text(f'kernel = "{smp}"\ncpus = 2\nmemory = 64\nrng = false\n')
+    vm_json.write_text(json.dumps({
+        "boot-source": {"kernel_image_path": smp},
         "machine-config": {"vcpu_count": 2, "mem_size_mib": 64},
         "drives": [],
     }))  # fmt: skip
-    from_file = subprocess.run(
-        ["elvisor", "firecracker", "--no-api", "--config-file", str(config)],
-        capture_output=True, timeout=300, stdin=subprocess.DEVNULL, check=False,
-    )  # fmt: skip
-    from_command_line = elvisor_run("--kernel", str(guest("smp.elf")), "--cpus", "2",
-                                    "--memory", "64M", "--no-rng")  # fmt: skip
-    assert from_file.returncode == from_command_line.returncode == 0, from_file.stderr
-    assert (
-        from_file.stdout
-        == from_command_line.stdout
-        == (b"cpu0: starting cpu1\ncpu1: up\ncpu1: context ok\ncpu0: cpu1 reported in\n")
-    )
-    assert os.listdir(tmp_path) == ["vm.json"]  # (no socket made, none left behind)
+    runs = [
+        elvisor_run("--kernel", smp, "--cpus", "2", "--memory", "64M", "--no-rng"),
+        elvisor_run("--config", str(vm_toml)),
+        subprocess.run(["elvisor", "firecracker", "--no-api", "--config-file", str(vm_json)],
+                       capture_output=True, timeout=300, stdin=subprocess.DEVNULL, check=False),
+    ]  # fmt: skip
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+        assert run.stdout == (
+            b"cpu0: starting cpu1\ncpu1: up\ncpu1: context ok\ncpu0: cpu1 reported in\n"
+        )
+    assert sorted(os.listdir(tmp_path)) == ["vm.json", "vm.toml"]  # (no socket left behind)
