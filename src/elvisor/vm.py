@@ -20,7 +20,7 @@ import selectors
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
 from types import FrameType
@@ -78,10 +78,31 @@ class VmStateError(RuntimeError):
     """A life-cycle call the VM's state does not allow (say, resume() while it runs)."""
 
 
-class _Signalled(Exception):
+class Signalled(Exception):
+    """SIGINT, SIGTERM or SIGHUP arrived: the VM ends with `result`."""
+
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
-        self.signum = signum
+        name = signal.Signals(signum).name
+        message = "interrupted" if signum == signal.SIGINT else f"stopped by {name}"
+        self.result = RunResult(Outcome.SIGNAL, 128 + signum, message)
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP raise Signalled in the main thread, meanwhile. (SIGINT's
+    handler too: Python leaves SIGINT ignored when its parent ignored it.)"""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Signalled(signum)
+
+    signums = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    saved = {sig: signal.signal(sig, handler) for sig in signums}
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
 
 
 def _kick_handler(signum: int, frame: FrameType | None) -> None:
@@ -388,32 +409,21 @@ class Vm:
         (A VM restored paused stays so until someone calls resume().)"""
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("Vm.run() runs in the main thread (it handles signals)")
-        saved = {  # (SIGINT too: Python leaves it ignored when its parent ignored it)
-            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)
-        }
-        saved[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
         input_fd = self.console.input_fd
-        try:
-            with raw_terminal(input_fd) if input_fd is not None else contextlib.nullcontext():
-                try:
-                    if self._state is State.CREATED:
-                        self.start()
-                    self._supervise(input_fd)
-                except KeyboardInterrupt:
-                    self._finish(RunResult(Outcome.SIGNAL, 130, "interrupted"))
-                except _Signalled as s:
-                    name = signal.Signals(s.signum).name
-                    self._finish(RunResult(Outcome.SIGNAL, 128 + s.signum, f"stopped by {name}"))
-                finally:
-                    self.stop()
-        finally:
-            for sig, handler in saved.items():
-                signal.signal(sig, handler)
+        with (
+            signals_raise(),
+            raw_terminal(input_fd) if input_fd is not None else contextlib.nullcontext(),
+        ):
+            try:
+                if self._state is State.CREATED:
+                    self.start()
+                self._supervise(input_fd)
+            except Signalled as s:
+                self._finish(s.result)
+            finally:
+                self.stop()
         assert self._result is not None
         return self._result
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        raise _Signalled(signum)
 
     def _supervise(self, input_fd: int | None) -> None:
         """Move console input to the guest (while it has room) until the VM ends."""

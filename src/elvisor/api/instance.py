@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import logging
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from elvisor.config import VmConfig
 from elvisor.console import Console
 from elvisor.exits import Outcome, RunResult
-from elvisor.vm import State, Vm, VmStateError
+from elvisor.vm import Signalled, State, Vm, VmStateError, signals_raise
 
 if TYPE_CHECKING:
     from elvisor import snapshot as snapshots
@@ -32,12 +30,6 @@ class _Request:
     action: Callable[[], None]
     done: threading.Event
     error: BaseException | None = None
-
-
-class _Signalled(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
 
 
 class Instance:
@@ -127,32 +119,25 @@ class Instance:
             self._start(self.config)
 
     def _wait_for_start(self) -> RunResult | None:
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            raise _Signalled(signum)
-
-        saved = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
-        saved[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
         self._accepting = True
         request = None
         try:
-            while self.vm is None:
-                if self._stopped.is_set():
-                    return RunResult(Outcome.STOPPED, 0, "stopped before it started")
-                try:
-                    request = self._requests.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                try:
-                    request.action()
-                except Exception as e:
-                    request.error = e
-                request.done.set()
-                request = None
-        except KeyboardInterrupt:
-            return RunResult(Outcome.SIGNAL, 130, "interrupted")
-        except _Signalled as s:
-            name = signal.Signals(s.signum).name
-            return RunResult(Outcome.SIGNAL, 128 + s.signum, f"stopped by {name}")
+            with signals_raise():
+                while self.vm is None:
+                    if self._stopped.is_set():
+                        return RunResult(Outcome.STOPPED, 0, "stopped before it started")
+                    try:
+                        request = self._requests.get(timeout=0.2)
+                    except queue.Empty:
+                        continue
+                    try:
+                        request.action()
+                    except Exception as e:
+                        request.error = e
+                    request.done.set()
+                    request = None
+        except Signalled as s:
+            return s.result
         finally:
             with self._accepting_lock:
                 self._accepting = False
@@ -163,8 +148,6 @@ class Instance:
                 if not left.done.is_set():
                     left.error = left.error or VmStateError("the microVM is ending")
                     left.done.set()
-            for sig, handler in saved.items():
-                signal.signal(sig, handler)
         return None
 
     def close(self) -> None:

@@ -211,10 +211,6 @@ class Vcpu(_DeviceAttrs):
 
         super().close()
 
-    def kvm_run_view(self, offset: int, length: int) -> memoryview:
-        """A view of bytes of the kvm_run page (for a fast path that avoids ctypes)."""
-        return memoryview(self._mmap)[offset : offset + length]
-
     def run(self) -> int:
         """KVM_RUN; returns kvm_run.exit_reason. Releases the GIL while the guest runs.
 
