@@ -12,36 +12,26 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from elvisor import fence
-from elvisor.arch.arm64 import boot as loader
-from elvisor.arch.arm64 import devicetree, gic, layout, regs
+from elvisor.arch.arm64 import gic, layout, regs
 from elvisor.config import NetConfig, VmConfig
 from elvisor.console import Console
 from elvisor.devices.bus import MmioBus, Placement
-from elvisor.devices.passt import Passt
 from elvisor.devices.pl011 import Pl011
 from elvisor.devices.pl031 import Pl031
-from elvisor.devices.tap import Tap
-from elvisor.devices.vhost import open_vhost
-from elvisor.devices.virtio.block import Block
-from elvisor.devices.virtio.console import VirtioConsole
 from elvisor.devices.virtio.device import VirtioDevice
 from elvisor.devices.virtio.mmio import Reg, VirtioMmio
-from elvisor.devices.virtio.net import Net
-from elvisor.devices.virtio.rng import Rng
-from elvisor.devices.virtio.vhost_net import VhostNet
-from elvisor.devices.virtio.vsock import Vsock
 from elvisor.errors import UserError
 from elvisor.hypercalls import HypercallTable
 from elvisor.kvm import Cap, VcpuFeature
-from elvisor.kvm.fds import Kvm, Vcpu
+from elvisor.kvm.fds import Kvm, Vcpu, open_kvm
 from elvisor.kvm.fds import Vm as VmFd
-from elvisor.kvm.probe import open_kvm
 from elvisor.kvm.uapi import (
     KVM_API_VERSION,
     KVM_ARM_VCPU_PMU_V3_CTRL,
@@ -51,6 +41,11 @@ from elvisor.kvm.uapi import (
     KVM_VM_TYPE_ARM_IPA_SIZE,
 )
 from elvisor.memory import GuestMemory
+
+if TYPE_CHECKING:
+    from elvisor.arch.arm64 import boot as loader
+    from elvisor.arch.arm64 import devicetree
+    from elvisor.devices.virtio.console import VirtioConsole
 
 DEFAULT_IPA_BITS = 40
 REQUIRED_CAPS = {
@@ -104,7 +99,11 @@ def build(config: VmConfig, console: Console) -> Machine:
 
 
 def boot(machine: Machine) -> None:
-    """Load what the guest boots, its initrd and its device tree; set the boot registers."""
+    """Load what the guest boots, its initrd and its device tree; set the boot registers.
+    (A restored machine is not booted: the loader is imported here, not before.)"""
+    from elvisor.arch.arm64 import boot as loader
+    from elvisor.arch.arm64 import devicetree
+
     guest = loader.load_guest(machine.memory, machine.config.boot)
     machine.dtb_blob = devicetree.build(_device_tree_spec(machine, guest))
     machine.memory.write(guest.layout.dtb, machine.dtb_blob)
@@ -244,8 +243,8 @@ class _Recipe:
         if c.console == "virtio":
             makers.append(self._make_virtio_console)
         if c.rng:
-            makers.append(Rng)
-        makers += [partial(Block, d.path, d.readonly) for d in c.disks]
+            makers.append(_make_rng)
+        makers += [partial(_make_block, d.path, d.readonly) for d in c.disks]
         makers += [partial(_make_net, n) for n in c.nets]
         if c.vsock_cid is not None:
             makers.append(partial(_make_vsock, c.vsock_cid))
@@ -255,7 +254,9 @@ class _Recipe:
             raise UserError(f"virtio devices need a memory barrier: {fence.UNAVAILABLE}")
         return makers
 
-    def _make_virtio_console(self) -> VirtioConsole:
+    def _make_virtio_console(self) -> VirtioDevice:
+        from elvisor.devices.virtio.console import VirtioConsole
+
         self.virtio_console = VirtioConsole(self.console.write)
         return self.virtio_console
 
@@ -286,8 +287,30 @@ class _Recipe:
         return VirtioSlot(placement, transport, resample_fd)
 
 
-def _make_net(net: NetConfig) -> Net | VhostNet:
-    mac = net.mac or bytes([0x52, 0x54, 0x00, *secrets.token_bytes(3)])
+# Each device's module is imported when a VM has that device, not before: a VMM that starts
+# fast loads only what the VM it runs needs.
+
+
+def _make_rng() -> VirtioDevice:
+    from elvisor.devices.virtio.rng import Rng
+
+    return Rng()
+
+
+def _make_block(path: Path, readonly: bool) -> VirtioDevice:
+    from elvisor.devices.virtio.block import Block
+
+    return Block(path, readonly)
+
+
+def _make_net(net: NetConfig) -> VirtioDevice:
+    from elvisor.devices.passt import Passt
+    from elvisor.devices.tap import Tap
+    from elvisor.devices.vhost import open_vhost
+    from elvisor.devices.virtio.net import Net
+    from elvisor.devices.virtio.vhost_net import VhostNet
+
+    mac = net.mac or bytes([0x52, 0x54, 0x00, *os.urandom(3)])
     backend = Tap(net.tap) if net.backend == "tap" and net.tap else Passt()
     try:
         if isinstance(backend, Tap) and net.vhost is not False:
@@ -300,7 +323,10 @@ def _make_net(net: NetConfig) -> Net | VhostNet:
         raise
 
 
-def _make_vsock(cid: int) -> Vsock:
+def _make_vsock(cid: int) -> VirtioDevice:
+    from elvisor.devices.vhost import open_vhost
+    from elvisor.devices.virtio.vsock import Vsock
+
     vhost = open_vhost("/dev/vhost-vsock", required=True)
     assert vhost is not None
     try:
@@ -311,6 +337,8 @@ def _make_vsock(cid: int) -> Vsock:
 
 
 def _device_tree_spec(machine: Machine, guest: loader.Guest) -> devicetree.DeviceTreeSpec:
+    from elvisor.arch.arm64 import devicetree
+
     return devicetree.DeviceTreeSpec(
         memory=[(r.gpa, r.size) for r in machine.memory.regions],
         mpidrs=machine.mpidrs,
@@ -321,8 +349,8 @@ def _device_tree_spec(machine: Machine, guest: loader.Guest) -> devicetree.Devic
         stdout=machine.uart_placement,
         initrd=guest.initrd_range,
         pmu=machine.pmu,
-        rng_seed=secrets.token_bytes(64),
-        kaslr_seed=secrets.randbits(64),
+        rng_seed=os.urandom(64),
+        kaslr_seed=int.from_bytes(os.urandom(8), "little"),
     )
 
 

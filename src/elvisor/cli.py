@@ -7,26 +7,29 @@ Exit statuses: 0 success; 2 bad input or unusable host (one line, no traceback);
 from __future__ import annotations
 
 import argparse
-import logging
+import contextlib
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
+import elvisor.log
 from elvisor import __version__
 from elvisor.config import CONSOLES, DEFAULT_CMDLINE, VmConfig
 from elvisor.errors import UserError
-from elvisor.files import write_file
+from elvisor.files import open_text, write_file
+from elvisor.log import Log
 from elvisor.units import parse_size
 
 if TYPE_CHECKING:
     from elvisor.api.control import Api
     from elvisor.api.instance import Instance
     from elvisor.exits import RunResult
+    from elvisor.trace import ExitWatch
 
-log = logging.getLogger("elvisor")
+log = Log("elvisor")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,8 +56,7 @@ IGNORED_FIRECRACKER_OPTIONS = {
 
 
 def _lab_options(parser: argparse.ArgumentParser) -> None:
-    from elvisor.lab.image import DEFAULT_SUITE, SUITES
-    from elvisor.lab.profiles import CPUS, DEFAULT_PROFILE, PROFILES
+    from elvisor.lab.profiles import CPUS, DEFAULT_PROFILE, DEFAULT_SUITE, PROFILES, SUITES
 
     parser.add_argument(
         "--profile",
@@ -166,6 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="go on with the VM of the snapshot in DIR (from elvisor ctl SOCKET snapshot DIR)",
     )
+    run.add_argument(
+        "--trace",
+        choices=["exits"],
+        help="print every exit from the guest as it happens (vCPU, reason, device register, value)",
+    )
+    run.add_argument("--trace-file", type=Path, metavar="FILE", help="the trace goes here")
+    run.add_argument(
+        "--stats",
+        action="store_true",
+        help="at the end, a table of exits by reason and by device register, with time spent",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="timings and device logs")
 
     firecracker = commands.add_parser(
@@ -270,8 +283,7 @@ def _cmd_lab(args: argparse.Namespace, started: float) -> int:
     from elvisor.images import default_guest
     from elvisor.lab import session
     from elvisor.lab.build import ensure_image
-    from elvisor.lab.image import DEFAULT_SUITE
-    from elvisor.lab.profiles import lab_machine
+    from elvisor.lab.profiles import DEFAULT_SUITE, lab_machine
 
     if args.lab_command == "build":
         machine = lab_machine(args.profile)
@@ -361,9 +373,31 @@ def _run_config(args: argparse.Namespace, api: Api | None) -> VmConfig:
 
 
 def _cmd_run(args: argparse.Namespace, started: float) -> int:
-    from elvisor.api.instance import Instance, run_instance
+    from elvisor.api.instance import Instance
 
     instance = Instance()
+    with contextlib.ExitStack() as stack:
+        if args.trace or args.stats or args.trace_file:
+            instance.watch = _exit_watch(args, stack)
+        status = _run_instance(args, started, instance)
+        if instance.watch is not None and args.stats:
+            print(instance.watch.table(), file=sys.stderr)
+        return status
+
+
+def _exit_watch(args: argparse.Namespace, stack: contextlib.ExitStack) -> ExitWatch:
+    """--trace exits, --trace-file and --stats."""
+    from elvisor.trace import ExitWatch
+
+    if args.trace_file and not args.trace:
+        raise UserError("--trace-file is where --trace exits writes: add --trace exits")
+    trace: TextIO | None = sys.stderr if args.trace else None
+    if args.trace_file:
+        trace = stack.enter_context(open_text(args.trace_file, "trace file"))
+    return ExitWatch(trace, args.stats)
+
+
+def _run_instance(args: argparse.Namespace, started: float, instance: Instance) -> int:
     if args.verbose:
         instance.on_first_run = lambda t: log.info(
             "first KVM_RUN %.3f s after start (monotonic clock %.6f)", t - started, t
@@ -397,6 +431,8 @@ def _cmd_run(args: argparse.Namespace, started: float) -> int:
             api.resources = Resources.of(config, api.resources)
         start = lambda i: i.start(config)  # noqa: E731
     if api is None:
+        from elvisor.api.instance import run_instance
+
         return _report(run_instance(instance, start), args.verbose)
     from elvisor.api.control import serve
 
@@ -555,16 +591,19 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if verdict.can_run else 1
 
 
-class _TerminalSafeHandler(logging.StreamHandler):
-    """Log lines end in CR LF on a terminal, which may be in raw mode for a guest console."""
-
-    terminator = "\r\n" if sys.stderr.isatty() else "\n"
-
-
 def _setup_logging(verbose: bool) -> None:
-    handler = _TerminalSafeHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("elvisor: %(message)s"))
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+    level = elvisor.log.INFO if verbose else elvisor.log.WARNING
+
+    def configure() -> None:
+        import logging
+
+        handler = logging.StreamHandler(sys.stderr)
+        # log lines end in CR LF on a terminal, which may be in raw mode for a guest console
+        handler.terminator = "\r\n" if sys.stderr.isatty() else "\n"
+        handler.setFormatter(logging.Formatter("elvisor: %(message)s"))
+        logging.basicConfig(level=level, handlers=[handler])
+
+    elvisor.log.set_up(level, configure)
 
 
 def main(argv: list[str] | None = None) -> int:

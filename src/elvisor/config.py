@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from elvisor.arch.arm64 import boot, layout
-from elvisor.devices.tap import check_tap_name
+from elvisor.arch.arm64 import layout
 from elvisor.errors import UserError
 from elvisor.files import read_head
 from elvisor.units import parse_size
+
+if TYPE_CHECKING:
+    from elvisor.arch.arm64 import boot
 
 DEFAULT_MEMORY = 512 << 20
 MIN_MEMORY = 8 << 20
@@ -105,6 +107,8 @@ class NetConfig:
             else:
                 raise UserError(f"--net {text!r}: unknown option {key!r} (mac= or vhost=)")
         if tap:
+            from elvisor.devices.tap import check_tap_name
+
             check_tap_name(tap)
         return cls(backend, tap or None, mac, vhost)
 
@@ -162,7 +166,9 @@ class VmConfig:
             _readable(self.kernel, "kernel")
         if self.binary is not None:
             _readable(self.binary, "binary")
-            is_elf = boot.kind_of(read_head(self.binary, "binary", 64)) == "elf"
+            from elvisor.arch.arm64 import boot as loader  # (not needed by a restored VM)
+
+            is_elf = loader.kind_of(read_head(self.binary, "binary", 64)) == "elf"
             if is_elf and self.load_addr is not None:
                 raise UserError(
                     f"{self.binary} is an ELF file: it says where it loads, drop --load-addr"
@@ -198,12 +204,16 @@ class VmConfig:
             if paths.count(path) > 1:
                 raise UserError(f"disk {path} is given twice")
         if self.snapshot is None:  # what it boots, placed in its RAM from the files' headers
-            boot.plan(self.boot, boot.Ram(layout.RAM_BASE, self.memory))
+            from elvisor.arch.arm64 import boot as loader
+
+            loader.plan(self.boot, loader.Ram(layout.RAM_BASE, self.memory))
 
     @property
     def boot(self) -> boot.BootFiles:
         """What it boots: the files and where a raw binary goes."""
-        return boot.BootFiles(self.kernel, self.binary, self.load_addr, self.initrd)
+        from elvisor.arch.arm64 import boot as loader
+
+        return loader.BootFiles(self.kernel, self.binary, self.load_addr, self.initrd)
 
 
 def boot_files(
@@ -334,6 +344,8 @@ def _address(value: object) -> int:
 
 
 def read_toml(path: Path) -> dict[str, object]:
+    import tomllib
+
     try:
         return tomllib.loads(path.read_text())
     except OSError as e:

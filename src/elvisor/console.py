@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import select
 import sys
 from collections.abc import Callable
 
-log = logging.getLogger(__name__)
+from elvisor.log import Log
+
+log = Log(__name__)
 
 STALL_LIMIT = 1.0  # seconds guest output waits for a full output before it is dropped
 CURSOR_QUERY = b"\x1b[6n"  # ECMA-48 DSR 6, "where is the cursor?": a terminal answers it

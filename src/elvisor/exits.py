@@ -1,14 +1,16 @@
 """What a vCPU's exit from KVM_RUN means, and what is done about it.
 
-`handle_exit` is the whole of it, a plain function over the vCPU's kvm_run page (an
-`ExitView`), the MMIO bus and the hypercall table: it serves the exit and returns None for
-the vCPU to run on, or a `RunResult` when the exit ends the VM. The unit tests feed it
-made-up kvm_run pages; the vCPU threads of `Vm` feed it KVM's.
+`exit_handler` is the whole of it, a plain function over the vCPU's kvm_run page (an
+`ExitView`), the MMIO bus and the hypercall table, which gives the vCPU's handler: it counts
+and serves each exit and returns None for the vCPU to run on, or a `RunResult` when the exit
+ends the VM. The unit tests feed it made-up kvm_run pages; the vCPU threads of `Vm` feed it
+KVM's.
 """
 
 from __future__ import annotations
 
-import ctypes
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -44,39 +46,69 @@ POWEROFF = RunResult(Outcome.POWEROFF, 0, "the guest powered off")
 RESET = RunResult(Outcome.RESET, 0, "the guest reset")
 
 
-class ExitView:
-    """A vCPU's kvm_run page as the exit handler reads it: the structure, its MMIO record and
-    the MMIO data bytes, each looked up once (per vCPU, not per exit)."""
+REASONS = 64  # exit reasons counted one by one (KVM has about 40); the rest count as the last
+MMIO_RECORD = struct.Struct("<Q8sIB")  # kvm_run.mmio: phys_addr, data[8], len, is_write
 
-    def __init__(self, run: kvm_run, index: int, vcpu: Registers) -> None:
+
+class ExitView:
+    """A vCPU's kvm_run page as the exit handler reads it, and its exits counted by reason.
+
+    The MMIO record is read with one `struct` unpack from the page, not ctypes fields."""
+
+    def __init__(self, run: kvm_run, index: int, vcpu: Registers, counts: list[int]) -> None:
         self.run = run
-        self.mmio = run.exit.mmio
-        data = (ctypes.c_uint8 * 8).from_buffer(run, KVM_RUN_MMIO_DATA_OFFSET)
-        self.data = memoryview(data).cast("B")
+        self.page = memoryview(run).cast("B")  # (kept while the vCPU lives: see kvm.fds)
+        self.mmio_offset = KVM_RUN_MMIO_DATA_OFFSET - 8
+        self.data = self.page[KVM_RUN_MMIO_DATA_OFFSET : KVM_RUN_MMIO_DATA_OFFSET + 8]
         self.index = index
         self.vcpu = vcpu
+        self.counts = counts  # by reason, REASONS long (see `counted`)
 
     @classmethod
     def made_up(cls, vcpu: Registers, index: int = 0) -> ExitView:
         """A view of a kvm_run page of our own, for tests."""
-        return cls(kvm_run(), index, vcpu)
+        return cls(kvm_run(), index, vcpu, [0] * REASONS)
+
+    def release(self) -> None:
+        """Drop the views of the page, before it is unmapped."""
+        self.data.release()
+        self.page.release()
+
+
+ExitHandler = Callable[[int], "RunResult | None"]
+
+
+def exit_handler(view: ExitView, bus: MmioBus, hypercalls: HypercallTable) -> ExitHandler:
+    """The exit path of one vCPU: `handle(reason)` counts and serves one exit of reason
+    `reason` (kvm_run.exit_reason) and returns None for the vCPU to run on, or a RunResult
+    when the exit ends the VM. What it needs is bound once here, not looked up per exit."""
+    counts, page, offset, data = view.counts, view.page, view.mmio_offset, view.data
+    unpack, read, write = MMIO_RECORD.unpack_from, bus.read, bus.write
+
+    def handle(reason: int) -> RunResult | None:
+        counts[reason if reason < REASONS else REASONS - 1] += 1
+        if reason == KVM_EXIT_MMIO:
+            address, raw, size, is_write = unpack(page, offset)
+            if is_write:
+                write(address, size, int.from_bytes(raw[:size], "little"))
+            elif size in MASKS:
+                data[:size] = (read(address, size) & MASKS[size]).to_bytes(size, "little")
+            return None
+        if reason == KVM_EXIT_INTR:
+            return None
+        return _other_exit(reason, view, hypercalls)
+
+    return handle
 
 
 def handle_exit(
     reason: int, view: ExitView, bus: MmioBus, hypercalls: HypercallTable
 ) -> RunResult | None:
-    """Serve one exit of reason `reason` (kvm_run.exit_reason); a RunResult ends the VM."""
-    if reason == KVM_EXIT_MMIO:
-        mmio = view.mmio
-        size = mmio.len
-        if mmio.is_write:
-            bus.write(mmio.phys_addr, size, int.from_bytes(view.data[:size], "little"))
-        elif size in MASKS:
-            value = bus.read(mmio.phys_addr, size) & MASKS[size]
-            view.data[:size] = value.to_bytes(size, "little")
-        return None
-    if reason == KVM_EXIT_INTR:
-        return None
+    """Serve one exit through `exit_handler` (for tests: the vCPU threads keep theirs)."""
+    return exit_handler(view, bus, hypercalls)(reason)
+
+
+def _other_exit(reason: int, view: ExitView, hypercalls: HypercallTable) -> RunResult | None:
     if reason == ExitReason.KVM_EXIT_SYSTEM_EVENT:
         return _system_event(view)
     if reason == ExitReason.KVM_EXIT_HYPERCALL:
@@ -101,6 +133,11 @@ def failure(view: ExitView, what: str) -> RunResult:
     """The VM ends: vCPU `view.index` cannot go on, for the reason `what`."""
     message = f"vCPU {view.index}: {what}\n{dump_registers(view.vcpu)}"
     return RunResult(Outcome.FAILED, 1, message)
+
+
+def counted(counts: list[int]) -> dict[str, int]:
+    """Exit counts (as an ExitView keeps them) by the exits' names."""
+    return {exit_name(r): n for r, n in enumerate(counts) if n}
 
 
 def exit_name(reason: int) -> str:

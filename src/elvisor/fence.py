@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-import platform
+import os
 from collections.abc import Callable
 
 CODE = {
@@ -22,9 +22,9 @@ CODE = {
 
 
 def _make_fence() -> tuple[Callable[[], None], object]:
-    code = CODE.get(platform.machine())
+    code = CODE.get(os.uname().machine)
     if code is None:
-        raise OSError(f"no memory barrier known for {platform.machine()}")
+        raise OSError(f"no memory barrier known for {os.uname().machine}")
     page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
     page.write(code)
     address = ctypes.addressof(ctypes.c_char.from_buffer(page))

@@ -9,6 +9,7 @@ import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from elvisor.errors import UserError
 
@@ -84,5 +85,13 @@ def read_file(path: Path, what: str, limit: int) -> bytes:
 def write_file(path: Path, data: bytes, what: str) -> None:
     try:
         path.write_bytes(data)
+    except OSError as e:
+        raise _error("write", what, path, e) from None
+
+
+def open_text(path: Path, what: str) -> TextIO:
+    """`path`, opened for writing text (line-buffered), or one line saying why not."""
+    try:
+        return open(path, "w", buffering=1)
     except OSError as e:
         raise _error("write", what, path, e) from None

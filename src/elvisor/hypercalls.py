@@ -8,7 +8,6 @@ a KVM_EXIT_HYPERCALL exit. The table here says who answers which range.
 from __future__ import annotations
 
 import errno
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,8 +23,9 @@ from elvisor.kvm.uapi import (
     KVM_SMCCC_FILTER_FWD_TO_USER,
     kvm_smccc_filter,
 )
+from elvisor.log import Log
 
-log = logging.getLogger(__name__)
+log = Log(__name__)
 
 SMCCC_RET_NOT_SUPPORTED = 0xFFFF_FFFF_FFFF_FFFF  # -1
 U64 = 0xFFFF_FFFF_FFFF_FFFF

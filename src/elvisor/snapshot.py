@@ -29,7 +29,7 @@ from elvisor.arch.arm64 import gic, vgic_state
 from elvisor.config import DiskConfig, NetConfig, VmConfig
 from elvisor.errors import UserError
 from elvisor.kvm import KvmError
-from elvisor.kvm.probe import open_kvm
+from elvisor.kvm.fds import open_kvm
 
 if TYPE_CHECKING:
     from elvisor.builder import Machine

@@ -2,7 +2,7 @@
 
 `Vm(config)` builds the machine (`elvisor.builder`) and loads what it boots; `start()` runs
 one thread per vCPU, each sitting in KVM_RUN (which releases the GIL) and handing its exits
-to `elvisor.exits.handle_exit`, and one I/O thread per virtio device. `pause()` parks the
+to its `elvisor.exits.exit_handler`, and one I/O thread per virtio device. `pause()` parks the
 vCPUs (each after KVM has completed its pending MMIO access, so its state is whole) and the
 I/O threads; `resume()` lets them go on; `stop()` ends them. These may be called from any
 thread. `run()`, in the main thread, is what `elvisor run` does: start, move console input
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import selectors
 import signal
@@ -32,21 +31,24 @@ from elvisor.console import Console
 from elvisor.devices.virtio.worker import Worker
 from elvisor.exits import (
     KVM_EXIT_INTR,
+    REASONS,
     ExitView,
     Outcome,
     RunResult,
+    counted,
     dump_registers,
-    exit_name,
+    exit_handler,
     failure,
-    handle_exit,
 )
 from elvisor.hypercalls import Hypercall, HypercallHandler, HypercallsUnsupported
 from elvisor.kvm import KvmError
+from elvisor.log import Log
 from elvisor.memory import GuestMemory
 from elvisor.terminal import EscapeDecoder, raw_terminal
 
 if TYPE_CHECKING:  # (snapshots are imported when one is taken or restored)
     from elvisor import snapshot as snapshots
+    from elvisor.trace import ExitWatch
 
 __all__ = [
     "Hypercall",
@@ -60,7 +62,7 @@ __all__ = [
     "dump_registers",
 ]
 
-log = logging.getLogger(__name__)
+log = Log(__name__)
 
 KICK_SIGNAL = signal.SIGUSR1  # takes a vCPU thread out of KVM_RUN
 KICK_INTERVAL = 0.1  # seconds between kicks of a vCPU that has not yet stopped
@@ -125,6 +127,7 @@ class Vm:
         self.config = config
         self.console = console or Console.stdio()
         self.on_first_run: Callable[[float], None] | None = None  # gets vCPU 0's first KVM_RUN
+        self.watch: ExitWatch | None = None  # --trace exits, --stats: set before the start
         self._state = State.CREATED
         self._lifecycle = threading.RLock()  # one life-cycle call at a time
         self._gate = threading.Condition()  # where vCPU threads park; guards the fields below
@@ -136,7 +139,7 @@ class Vm:
         self._ended = threading.Event()  # a result is set
         self._threads: list[threading.Thread] = []
         self._workers: list[Worker] = []
-        self._exits: list[dict[int, int]] = [{} for _ in range(config.cpus)]  # by reason
+        self._exits = [[0] * REASONS for _ in range(config.cpus)]  # each vCPU's, by reason
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.machine: builder.Machine | None = None
         try:
@@ -342,26 +345,28 @@ class Vm:
         machine = self._machine
         vcpu = machine.vcpus[index]
         assert vcpu.kvm_run is not None
-        view = ExitView(vcpu.kvm_run, index, vcpu)
-        run, bus, hypercalls, exits = vcpu.run, machine.bus, machine.hypercalls, self._exits[index]
+        view = ExitView(vcpu.kvm_run, index, vcpu, self._exits[index])
+        run, handle = vcpu.run, exit_handler(view, machine.bus, machine.hypercalls)
+        if self.watch is not None and self.watch.on:
+            handle = self.watch.wrap(handle, view, machine.bus)
         if index == 0 and self.on_first_run:
             self.on_first_run(time.monotonic())
-        while True:
-            try:
-                reason = run()
-            except KvmError as e:
-                if e.errno not in (errno.EINTR, errno.EAGAIN):
-                    self._finish(failure(view, f"KVM_RUN failed: {os.strerror(e.errno or 0)}"))
+        try:
+            while True:
+                try:
+                    ending = handle(run())
+                except KvmError as e:
+                    if e.errno not in (errno.EINTR, errno.EAGAIN):
+                        self._finish(failure(view, f"KVM_RUN failed: {os.strerror(e.errno or 0)}"))
+                        return
+                    ending = handle(KVM_EXIT_INTR)  # (counted as one)
+                    if not self._park(index):
+                        return
+                if ending is not None:
+                    self._finish(ending)
                     return
-                exits[KVM_EXIT_INTR] = exits.get(KVM_EXIT_INTR, 0) + 1
-                if not self._park(index):
-                    return
-                continue
-            exits[reason] = exits.get(reason, 0) + 1
-            ending = handle_exit(reason, view, bus, hypercalls)
-            if ending is not None:
-                self._finish(ending)
-                return
+        finally:
+            view.release()
 
     def _park(self, index: int) -> bool:
         """After a kick: wait here while the VM is paused; False when it stops."""
@@ -387,8 +392,7 @@ class Vm:
         vcpus = []
         for index, thread in enumerate(self._threads):
             times = _thread_times(thread.native_id)
-            exits = dict(self._exits[index])  # (a copy: the vCPU thread goes on counting)
-            vcpus.append({"exits": {exit_name(r): n for r, n in sorted(exits.items())}, **times})
+            vcpus.append({"exits": counted(self._exits[index]), **times})
         mmio = {name: {"reads": r, "writes": w} for name, (r, w) in machine.bus.counts().items()}
         virtio = {
             slot.placement.name: {

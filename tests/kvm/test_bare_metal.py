@@ -21,6 +21,24 @@ def test_hello_elf(guest, elvisor_run) -> None:
     assert result.stdout == b"hello from the guest\n"
 
 
+def test_trace_shows_each_uart_write_and_stats_count_them(guest, elvisor_run, tmp_path) -> None:
+    """--trace exits: one line per exit, the PL011 writes spelling the message; --stats: the
+    table at the end counts them."""
+    trace = tmp_path / "trace"
+    result = elvisor_run("--binary", str(guest("hello.elf")), "--trace", "exits",
+                         "--trace-file", str(trace), "--stats")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    message = b"hello from the guest\n"
+    assert result.stdout == message
+    lines = [line for line in trace.read_text().splitlines() if line != "vcpu0 intr"]
+    writes = [f"vcpu0 mmio pl011 UARTDR write 1 {byte:#x}" for byte in message]
+    assert lines == [*writes, "vcpu0 system_event shutdown"]
+    table = [line.split() for line in result.stderr.decode().splitlines()]
+    assert ["pl011", "UARTDR", "write", str(len(message))] in [row[:4] for row in table]
+    assert ["mmio", str(len(message))] in [row[:2] for row in table]
+    assert ["system_event", "1"] in [row[:2] for row in table]
+
+
 def test_hello_raw_binary_at_its_load_address(guest, elvisor_run) -> None:
     for where in (["--load-addr", "0x40200000"], []):  # given; by default 512 KiB into RAM
         result = elvisor_run("--binary", str(guest("hello.bin")), *where)

@@ -9,7 +9,7 @@ from hypothesis import settings
 
 from elvisor.cache import cache_dir
 from elvisor.debian.apt import debian_workspace, extract
-from elvisor.lab.image import DEFAULT_SUITE
+from elvisor.lab.profiles import DEFAULT_SUITE
 
 CROSS = "aarch64-linux-gnu-"
 

@@ -133,6 +133,9 @@ def test_elf_binary_needs_no_load_address(tmp_path) -> None:
         (["--binary", "/etc/hostname", "--net", "tap=0123456789abcdef"], "1 to 15 characters"),
         (["baremetal", "build", "-o", "/nonexistent-dir/x.img", "--binary", "/etc/hostname"],
          "cannot write image /nonexistent-dir/x.img: No such file or directory"),
+        (["--binary", "/etc/hostname", "--trace-file", "/tmp/t"], "add --trace exits"),
+        (["--binary", "/etc/hostname", "--trace", "exits", "--trace-file", "/nonexistent-dir/t"],
+         "cannot write trace file /nonexistent-dir/t: No such file or directory"),
     ],
 )  # fmt: skip
 def test_elvisor_run_bad_input(args: list[str], message: str) -> None:

@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from elvisor.devices.bus import MmioBus, Placement
-from elvisor.exits import ExitView, Outcome, handle_exit
+from elvisor.exits import REASONS, ExitView, Outcome, counted, exit_handler, handle_exit
 from elvisor.hypercalls import Hypercall, HypercallTable
 
 KVM_EXIT_HYPERCALL, KVM_EXIT_MMIO, KVM_EXIT_FAIL_ENTRY = 3, 6, 9
@@ -167,3 +167,26 @@ def test_unexpected_exits_end_the_vm_with_the_registers(page, reason: int, detai
     assert result is not None and result.outcome is Outcome.FAILED and result.exit_status == 1
     assert result.message.startswith(f"vCPU 1: unexpected exit {detail}\n")
     assert "X30=000000000000011e" in result.message
+
+
+def test_one_handler_counts_each_exit_by_reason(page) -> None:
+    """The handler a vCPU thread keeps counts what it serves; the counts name the exits."""
+    view, raw = page
+    bus = MmioBus()
+    device = Register(7)
+    bus.add(Placement("reg", 0x1000, 0x100), device)
+    handle = exit_handler(view, bus, HypercallTable(FakeVmFd()))
+    for _ in range(3):
+        mmio(raw, 0x1004, 4, is_write=False)
+        assert handle(KVM_EXIT_MMIO) is None
+    mmio(raw, 0x1008, 1, is_write=True, data=b"\x41")
+    assert handle(KVM_EXIT_MMIO) is None
+    assert handle(KVM_EXIT_INTR) is None
+    assert handle(1000) is not None  # an exit KVM does not have: counted as the last reason
+    assert device.writes == [(8, 1, 0x41)]
+    assert counted(view.counts) == {
+        "KVM_EXIT_MMIO": 4,
+        "KVM_EXIT_INTR": 1,
+        f"exit reason {REASONS - 1}": 1,
+    }
+    assert bus.counts() == {"reg@1000": (3, 1)}

@@ -95,7 +95,7 @@ def test_guest_script_mounts_shares_and_sets_the_environment() -> None:
     )
     assert (
         "mkdir -p '/work/my checkout' && mount -t 9p -o "
-        "trans=virtio,version=9p2000.L,msize=512000 elvisor-share '/work/my checkout'"
+        "trans=virtio,version=9p2000.L,msize=512000,cache=loose elvisor-share '/work/my checkout'"
     ) in script
     assert "export PYTHONPATH='/work/my checkout/src'" in script
     assert "cd '/work/my checkout/tests'" in script

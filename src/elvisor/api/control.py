@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -34,9 +33,10 @@ from elvisor.api.telemetry import Metrics, set_up_logger
 from elvisor.config import vm_from_settings
 from elvisor.errors import UserError
 from elvisor.exits import RunResult
+from elvisor.log import Log
 from elvisor.vm import State, VmStateError
 
-log = logging.getLogger(__name__)
+log = Log(__name__)
 
 STATES = {
     State.CREATED: "Not started",

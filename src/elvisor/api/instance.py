@@ -4,7 +4,6 @@ console are the main thread's), started, restored or stopped on request from ano
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -15,12 +14,14 @@ from typing import TYPE_CHECKING
 from elvisor.config import VmConfig
 from elvisor.console import Console
 from elvisor.exits import Outcome, RunResult
+from elvisor.log import Log
 from elvisor.vm import Signalled, State, Vm, VmStateError, signals_raise
 
 if TYPE_CHECKING:
     from elvisor import snapshot as snapshots
+    from elvisor.trace import ExitWatch
 
-log = logging.getLogger(__name__)
+log = Log(__name__)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Instance:
         self.vm: Vm | None = None
         self.started_at: float | None = None  # time.monotonic() of the start
         self.on_first_run: Callable[[float], None] | None = None
+        self.watch: ExitWatch | None = None  # --trace exits, --stats
         self._requests: queue.Queue[_Request] = queue.Queue()
         self._accepting = False  # the main thread takes requests (it waits for the start)
         self._accepting_lock = threading.Lock()
@@ -65,7 +67,7 @@ class Instance:
         self.started_at = time.monotonic()
         self.vm = Vm.restore(files, self.console)
         self.config = self.vm.config
-        self.vm.on_first_run = self.on_first_run
+        self.vm.on_first_run, self.vm.watch = self.on_first_run, self.watch
         if resume:
             self.vm.resume()
         log.info("microVM restored from %s", files.state)
@@ -82,7 +84,7 @@ class Instance:
         self.started_at = time.monotonic()
         self.config = config
         self.vm = Vm(config, self.console)
-        self.vm.on_first_run = self.on_first_run
+        self.vm.on_first_run, self.vm.watch = self.on_first_run, self.watch
         self.vm.start()
         log.info("microVM started: %d vCPUs, %d MiB", config.cpus, config.memory >> 20)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import socket
 import socketserver
@@ -21,8 +20,9 @@ from pathlib import Path
 
 from elvisor.api.response import Response, fault
 from elvisor.errors import UserError
+from elvisor.log import Log
 
-log = logging.getLogger(__name__)
+log = Log(__name__)
 
 MAX_BODY = 51200  # bytes: a request's body is a small JSON document
 

@@ -5,27 +5,22 @@ elvisor's log goes (the logger), as Firecracker's API sets them up.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 import time
 from pathlib import Path
 
+from elvisor import log as elvisor_log
 from elvisor.api.firecracker import BadRequest
 from elvisor.api.instance import Instance
+from elvisor.log import DEBUG, ERROR, INFO, OFF, WARNING, Log
 from elvisor.vm import State
 
-log = logging.getLogger(__name__)
+log = Log(__name__)
 
 METRICS_PERIOD = 60.0  # seconds between metrics lines, as Firecracker's
-LOG_LEVELS = {
-    "error": logging.ERROR,
-    "warning": logging.WARNING,
-    "info": logging.INFO,
-    "debug": logging.DEBUG,
-    "trace": logging.DEBUG,
-    "off": logging.CRITICAL + 1,
-}
+LOG_LEVELS = {"error": ERROR, "warning": WARNING, "info": INFO, "debug": DEBUG, "trace": DEBUG,
+              "off": OFF}  # fmt: skip
 
 
 class Metrics:
@@ -75,8 +70,11 @@ def set_up_logger(
     path: str | None, level: str = "Info", show_level: bool = False, show_origin: bool = False
 ) -> None:
     """Where elvisor's log goes and from which level (PUT /logger, --log-path, --level)."""
+    import logging
+
     logger = logging.getLogger("elvisor")
     logger.setLevel(LOG_LEVELS[level.lower()])
+    elvisor_log.set_up(LOG_LEVELS[level.lower()])
     if path is None:
         return
     try:

@@ -8,12 +8,13 @@ by poking at the void.
 from __future__ import annotations
 
 import bisect
-import logging
 import threading
 from dataclasses import dataclass
 from typing import Protocol
 
-log = logging.getLogger(__name__)
+from elvisor.log import Log
+
+log = Log(__name__)
 
 VALID_SIZES = (1, 2, 4, 8)
 MAX_LOGGED_ADDRESSES = 256
@@ -78,6 +79,23 @@ class MmioBus:
     @property
     def placements(self) -> list[Placement]:
         return [p for p, _, _ in self._entries]
+
+    def describe(self, address: int) -> tuple[str, str]:
+        """(device, register) at a guest physical address, as a trace names them: the device
+        by its kind where it is the only one of that kind, the register by the name in the
+        device's `registers` enum (its offset otherwise)."""
+        entry = self._find(address, 1)
+        if entry is None:
+            return "unmapped", f"{address:#x}"
+        placement, device, _ = entry
+        kinds = [p.kind for p, _, _ in self._entries]
+        name = placement.kind if kinds.count(placement.kind) == 1 else placement.name
+        offset = address - placement.base
+        registers = getattr(device, "registers", None)
+        try:
+            return name, registers(offset).name if registers is not None else f"{offset:#x}"
+        except ValueError:
+            return name, f"{offset:#x}"
 
     def counts(self) -> dict[str, tuple[int, int]]:
         """(reads, writes) the guest made of each device, by placement name."""

@@ -15,7 +15,6 @@ only part of one, the rest goes out before the next frame.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import socket
@@ -24,8 +23,9 @@ import subprocess
 from collections import deque
 
 from elvisor.errors import UserError
+from elvisor.log import Log
 
-log = logging.getLogger(__name__)
+log = Log(__name__)
 
 LENGTH = struct.Struct(">I")
 MAX_FRAME = 65535 + 14  # IP's limit, and the Ethernet header

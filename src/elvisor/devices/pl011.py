@@ -71,6 +71,8 @@ WRITABLE = {Reg.UARTILPR, Reg.UARTIBRD, Reg.UARTFBRD, Reg.UARTCR, Reg.UARTIFLS, 
 
 
 class Pl011:
+    registers = Reg  # (register names, for --trace and --stats)
+
     def __init__(self, irq: IrqLine, output: Callable[[bytes], None]) -> None:
         self._irq = irq
         self._output = output

@@ -34,6 +34,8 @@ MASK32 = 0xFFFF_FFFF
 
 
 class Pl031:
+    registers = Reg  # (register names, for --trace and --stats)
+
     def __init__(self, irq: IrqLine, clock: Callable[[], float] = time.time) -> None:
         self._irq = irq
         self._clock = clock

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 import struct
 from enum import IntEnum
 
 from elvisor.errors import UserError
 from elvisor.kvm.ioctl import _IO, _IOR, _IOW, _IOWR
+from elvisor.log import Log
 from elvisor.memory import GuestMemory
 
-log = logging.getLogger(__name__)
+log = Log(__name__)
 
 VHOST_VIRTIO = 0xAF
 VRING_STATE = struct.Struct("<II")  # struct vhost_vring_state: index, num

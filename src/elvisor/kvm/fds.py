@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Self
 if TYPE_CHECKING:
     from ctypes import _CData as CData
 
+from elvisor.errors import UserError
 from elvisor.kvm.uapi import (
     KVM_CREATE_DEVICE_TEST,
     Cap,
@@ -273,3 +274,30 @@ class Vcpu(_DeviceAttrs):
 
 class Device(_DeviceAttrs):
     """A device fd from KVM_CREATE_DEVICE (for example the in-kernel vGIC)."""
+
+
+ARM64_MACHINES = ("aarch64", "arm64")
+
+
+def open_kvm(path: str = "/dev/kvm", machine: str | None = None) -> Kvm:
+    """/dev/kvm, or a UserError saying why it cannot be used and what to do."""
+    machine = machine or os.uname().machine
+    if machine not in ARM64_MACHINES:
+        raise UserError(
+            f"this host is {machine}, and elvisor runs arm64 guests on an arm64 host's KVM: "
+            "here, use the emulated arm64 host, e.g. `elvisor lab run -- elvisor kvm info`"
+        )
+    try:
+        return Kvm(path)
+    except FileNotFoundError:
+        raise UserError(
+            f"{path} does not exist: this arm64 kernel has no KVM (or it is not enabled); "
+            "use a kernel with KVM and boot it at EL2, or use `elvisor lab run`"
+        ) from None
+    except PermissionError:
+        raise UserError(
+            f"no permission to open {path}: join the kvm group "
+            "(sudo usermod -aG kvm $USER, then log in again) or run as root"
+        ) from None
+    except OSError as e:
+        raise UserError(f"cannot open {path}: {e.strerror}") from None

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from elvisor.errors import UserError
-from elvisor.kvm.fds import Kvm, KvmError, Vm
+from elvisor.kvm.fds import KvmError, Vm, open_kvm
 from elvisor.kvm.uapi import (
     KVM_API_VERSION,
     KVM_ARM_VM_SMCCC_CTRL,
@@ -20,8 +20,6 @@ from elvisor.kvm.uapi import (
     Cap,
     DeviceType,
 )
-
-ARM64_MACHINES = ("aarch64", "arm64")
 
 # (label, capability); the label is what `kvm info` prints and the JSON key
 CAPABILITIES: tuple[tuple[str, Cap], ...] = (
@@ -70,30 +68,6 @@ class KvmReport:
     capabilities: dict[str, int] = field(default_factory=dict)
     vhost_net: bool = False
     vhost_vsock: bool = False
-
-
-def open_kvm(path: str = "/dev/kvm", machine: str | None = None) -> Kvm:
-    """/dev/kvm, or a UserError saying why it cannot be used and what to do."""
-    machine = machine or platform.machine()
-    if machine not in ARM64_MACHINES:
-        raise UserError(
-            f"this host is {machine}, and elvisor runs arm64 guests on an arm64 host's KVM: "
-            "here, use the emulated arm64 host, e.g. `elvisor lab run -- elvisor kvm info`"
-        )
-    try:
-        return Kvm(path)
-    except FileNotFoundError:
-        raise UserError(
-            f"{path} does not exist: this arm64 kernel has no KVM (or it is not enabled); "
-            "use a kernel with KVM and boot it at EL2, or use `elvisor lab run`"
-        ) from None
-    except PermissionError:
-        raise UserError(
-            f"no permission to open {path}: join the kvm group "
-            "(sudo usermod -aG kvm $USER, then log in again) or run as root"
-        ) from None
-    except OSError as e:
-        raise UserError(f"cannot open {path}: {e.strerror}") from None
 
 
 def _kvm_mode() -> str:

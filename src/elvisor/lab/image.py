@@ -22,9 +22,8 @@ from elvisor.debian import cpio
 from elvisor.debian.apt import Package, debian_workspace, extract
 from elvisor.debian.kmod import unpack_kernel
 from elvisor.errors import UserError
+from elvisor.lab.profiles import DEFAULT_SUITE, SUITES
 
-SUITES = ("trixie", "bookworm")
-DEFAULT_SUITE = "trixie"
 FLAVOURS = ("arm64", "arm64-16k")
 
 USERLAND = [

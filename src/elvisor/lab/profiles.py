@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from elvisor.errors import UserError
 
+SUITES = ("trixie", "bookworm")  # the Debian releases a lab host can run
+DEFAULT_SUITE = "trixie"
 CPUS = ("max", "cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1")
 
 

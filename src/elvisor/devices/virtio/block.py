@@ -16,7 +16,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import logging
 import os
 import struct
 from collections.abc import Callable
@@ -28,8 +27,9 @@ from elvisor.devices.virtio.guestlog import GuestLog
 from elvisor.devices.virtio.queue import Chain, split
 from elvisor.devices.virtio.spec import DeviceId, bit
 from elvisor.errors import UserError
+from elvisor.log import Log
 
-log = logging.getLogger(__name__)
+log = Log(__name__)
 
 SECTOR = 512
 QUEUE_SIZE = 256

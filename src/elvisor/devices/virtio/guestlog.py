@@ -3,11 +3,11 @@ that keeps doing it cannot fill the host's log."""
 
 from __future__ import annotations
 
-import logging
+from elvisor.log import Log
 
 
 class GuestLog:
-    def __init__(self, log: logging.Logger, name: str, limit: int = 16) -> None:
+    def __init__(self, log: Log, name: str, limit: int = 16) -> None:
         self._log = log
         self.name = name  # the device, as the messages name it
         self._left = limit

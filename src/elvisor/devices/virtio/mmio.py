@@ -13,7 +13,6 @@ is refused and logged once; a broken queue marks the device DEVICE_NEEDS_RESET.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Callable
@@ -25,9 +24,10 @@ from elvisor.devices.virtio.device import Activation, VirtioDevice
 from elvisor.devices.virtio.guestlog import GuestLog
 from elvisor.devices.virtio.queue import QueueError, SplitQueue
 from elvisor.devices.virtio.spec import TRANSPORT_FEATURES, Feature, Status, bit
+from elvisor.log import Log
 from elvisor.memory import GuestMemory
 
-log = logging.getLogger(__name__)
+log = Log(__name__)
 
 MAGIC_VALUE = 0x74726976  # "virt"
 VERSION = 2
@@ -118,6 +118,8 @@ class Interrupt:
 
 class VirtioMmio:
     """One virtio-mmio slot with its device (an MmioDevice on the bus)."""
+
+    registers = Reg  # (register names, for --trace and --stats)
 
     def __init__(self, device: VirtioDevice, memory: GuestMemory, line: IrqLine) -> None:
         self.device = device

@@ -10,7 +10,6 @@ watched) while the guest has no buffers, so a guest that stops reading costs not
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections.abc import Callable
 from enum import IntEnum
@@ -28,8 +27,9 @@ from elvisor.devices.virtio.device import Activation, VirtioDevice
 from elvisor.devices.virtio.guestlog import GuestLog
 from elvisor.devices.virtio.queue import Chain, split
 from elvisor.devices.virtio.spec import DeviceId, bit
+from elvisor.log import Log
 
-log = logging.getLogger(__name__)
+log = Log(__name__)
 
 QUEUE_SIZE = 256
 RECEIVEQ, TRANSMITQ = 0, 1

@@ -11,7 +11,6 @@ looks at the queues. A queue the kernel finds broken marks the device DEVICE_NEE
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from functools import partial
@@ -19,8 +18,9 @@ from functools import partial
 from elvisor.devices.vhost import Vhost, VhostError
 from elvisor.devices.virtio.device import Activation, VirtioDevice
 from elvisor.devices.virtio.queue import QueueError
+from elvisor.log import Log
 
-log = logging.getLogger(__name__)
+log = Log(__name__)
 
 
 class VhostDevice(VirtioDevice):
