@@ -141,6 +141,7 @@ class _Recipe:
         bus.add(Placement("pl031", layout.RTC_BASE, layout.RTC_SIZE, layout.RTC_SPI), rtc)
         self.virtio_console: VirtioConsole | None = None
         virtio = [self._virtio_slot(slot, make) for slot, make in enumerate(self._virtio())]
+        self._python_devices()
         return Machine(
             config=c, kvm=kvm, vm_fd=vm_fd, memory=memory, vcpus=vcpus, mpidrs=mpidrs,
             gic=the_gic, pmu=pmu, bus=bus, uart_placement=uart_placement, uart=uart, rtc=rtc,
@@ -235,6 +236,26 @@ class _Recipe:
             vcpu.set_device_attr(KVM_ARM_VCPU_PMU_V3_CTRL, KVM_ARM_VCPU_PMU_V3_IRQ, irq)
             vcpu.set_device_attr(KVM_ARM_VCPU_PMU_V3_CTRL, KVM_ARM_VCPU_PMU_V3_INIT)
         return True
+
+    def _python_devices(self) -> None:
+        """The user's devices (--device): one after another from USER_MMIO_BASE, each with
+        its own SPI and a device-tree node of its compatible."""
+        from elvisor.devices import python
+
+        base = layout.USER_MMIO_BASE
+        for index, spec in enumerate(self.config.devices):
+            cls = spec.device_class()
+            size = python.window(cls)
+            assert base + size <= layout.USER_MMIO_LIMIT  # (16 devices of at most 1 MiB)
+            spi = layout.USER_SPI_BASE + index
+            line = gic.SpiLine(self.vm_fd, spi)
+            try:
+                device = cls(line, **dict(spec.options))
+            except Exception as e:  # (the user's code: one line, not a traceback)
+                raise UserError(f"--device {cls.__name__}: it cannot be made: {e!r}") from None
+            placement = Placement(python.node_name(cls), base, size, spi, python.compatible(cls))
+            self.bus.add(placement, device)
+            base += size
 
     def _virtio(self) -> list[Callable[[], VirtioDevice]]:
         """The virtio devices, in slot order (a guest numbers its disks in this order)."""

@@ -137,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a raw disk image as a virtio-blk disk (again for more: vda, vdb, ...)",
     )
     run.add_argument(
+        "--device",
+        action="append",
+        metavar="MODULE:CLASS[,KEY=VALUE]...",
+        help="a device of your own, in Python, on the guest's MMIO bus (module:Class or "
+        "file.py:Class; see elvisor.devices.python)",
+    )
+    run.add_argument(
         "--console",
         choices=CONSOLES,
         help="the guest's console: serial (PL011, ttyAMA0; the default) or virtio (hvc0)",

@@ -80,6 +80,38 @@ class DiskConfig:
 
 
 @dataclass(frozen=True)
+class DeviceConfig:
+    """A Python device of the user's on the MMIO bus (elvisor.devices.python): its class
+    ("module:Class", "file.py:Class", or the class itself) and the options it is made with."""
+
+    target: str | type
+    options: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        self.device_class()  # (found and checked now, before anything is built)
+
+    def device_class(self) -> type:
+        from elvisor.devices import python
+
+        if isinstance(self.target, type):
+            return python.load_class(f"{self.target.__module__}:{self.target.__qualname__}",
+                                     "device")  # fmt: skip
+        return python.load_class(self.target, f"--device {self.target}")
+
+    @classmethod
+    def parse(cls, text: str) -> DeviceConfig:
+        """`module:Class[,key=value]...`, as --device takes it."""
+        target, *pairs = text.split(",")
+        options = []
+        for pair in pairs:
+            key, equals, value = pair.partition("=")
+            if not equals or not key.isidentifier():
+                raise UserError(f"--device {text!r}: options are key=value, not {pair!r}")
+            options.append((key, value))
+        return cls(target, tuple(options))
+
+
+@dataclass(frozen=True)
 class NetConfig:
     """A virtio-net port: on passt (user-mode networking, no privileges) or a TAP device."""
 
@@ -157,6 +189,7 @@ class VmConfig:
     rng: bool = True  # a virtio entropy device
     nets: tuple[NetConfig, ...] = ()  # virtio-net ports, in order: eth0, eth1, ...
     vsock_cid: int | None = None  # a virtio-vsock device (vhost-vsock) with this context ID
+    devices: tuple[DeviceConfig, ...] = ()  # Python devices of the user's (--device)
     snapshot: Path | None = None  # restore this snapshot's memory file: nothing is booted
 
     def __post_init__(self) -> None:
@@ -199,6 +232,10 @@ class VmConfig:
                 f"vsock cid={self.vsock_cid}: a guest's context ID is from {VSOCK_MIN_CID} "
                 f"to {VSOCK_MAX_CID - 1} (0-2 are the hypervisor's and the host's)"
             )
+        if len(self.devices) > layout.USER_DEVICES:
+            raise UserError(
+                f"{len(self.devices)} devices (--device): at most {layout.USER_DEVICES}"
+            )
         paths = [d.path.resolve() for d in self.disks]
         for path in paths:
             if paths.count(path) > 1:
@@ -232,8 +269,9 @@ def boot_files(
 # --- a VM described as data: a TOML table, a Firecracker JSON file, the command line -------
 #
 # One reader for all: the keys are `elvisor run`'s options (kernel, initrd, cmdline, binary,
-# memory, cpus, gic, load_addr, disk, net, vsock, console, rng, pmu, reboot), with the values
-# those options take (disk and net as lists of the option's strings). `vm_settings` checks a
+# memory, cpus, gic, load_addr, disk, net, device, vsock, console, rng, pmu, reboot), with the
+# values those options take (disk, net and device as lists of the option's strings; a device
+# may be one string). `vm_settings` checks a
 # table's keys and types and makes its paths absolute; settings from several places merge
 # with a plain dict update (the later wins); `vm_from_settings` makes the VmConfig.
 
@@ -250,6 +288,7 @@ SETTING_TYPES: dict[str, tuple[type, ...]] = {
     "load_addr": (int, str),
     "disk": (list,),  # ["disk.img", "other.img,ro"]
     "net": (list,),  # ["user", "tap=tap0,mac=52:54:00:12:34:56"]
+    "device": (list, str),  # ["counter.py:Counter,start=5"] (a Python device)
     "vsock": (str, int),  # "cid=3", or the CID
     "console": (str,),
     "rng": (bool,),
@@ -277,16 +316,25 @@ def vm_settings(table: dict[str, object], where: str, base: Path, keys: set[str]
         if isinstance(value, list):
             if not all(isinstance(v, str) for v in value):
                 raise UserError(f"{where}: {key} must be a list of strings, not {value!r}")
-            if key == "disk":
-                value = [_relative_disk(base, v) for v in value]
+            if key in ("disk", "device"):
+                value = [_relative(base, v, key) for v in value]
+        elif key == "device":
+            value = [_relative(base, str(value), key)]
         if key in PATH_SETTINGS:
             value = str(base / str(value))
         settings[key] = value
     return settings
 
 
-def _relative_disk(base: Path, text: str) -> str:
+def _relative(base: Path, text: str, key: str) -> str:
+    """A disk's path, or a device's file.py, relative to `base`."""
     path, comma, options = text.partition(",")
+    if key == "device":
+        module, colon, name = path.rpartition(":")
+        if not module.endswith(".py"):
+            return text
+        path, options = module, f"{colon}{name}{comma}{options}"
+        comma = ""
     return f"{base / path if path else ''}{comma}{options}"
 
 
@@ -322,6 +370,7 @@ def vm_from_settings(settings: Settings, default_memory: str = "512M") -> VmConf
         disks=tuple(DiskConfig.parse(str(d)) for d in _list(settings, "disk")),
         rng=bool(settings.get("rng", True)),
         nets=tuple(NetConfig.parse(str(n)) for n in _list(settings, "net")),
+        devices=tuple(DeviceConfig.parse(str(d)) for d in _list(settings, "device")),
         vsock_cid=vsock,
     )
 

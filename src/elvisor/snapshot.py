@@ -63,6 +63,9 @@ class SnapshotError(UserError):
 
 def save(machine: Machine, files: Files) -> None:
     """Write the snapshot of `machine`, whose vCPUs and I/O threads are parked."""
+    if machine.config.devices:
+        raise SnapshotError("a VM with Python devices of its own (--device) cannot be "
+                            "snapshotted: elvisor cannot save their state")  # fmt: skip
     transports = [slot.transport for slot in machine.virtio]
     try:
         body = {

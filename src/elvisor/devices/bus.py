@@ -40,6 +40,7 @@ class Placement:
     base: int
     size: int
     spi: int | None = None  # its shared peripheral interrupt, counted from 0
+    compatible: str | None = None  # a device of the user's: its node is kind@base with this
 
     @property
     def end(self) -> int:

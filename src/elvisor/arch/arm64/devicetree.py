@@ -61,7 +61,8 @@ def build(spec: DeviceTreeSpec) -> bytes:
             _pmu(fdt, spec)
         _apb_clock(fdt, ph)
         for device in spec.devices:
-            NODES[device.kind](fdt, device, ph)
+            write = _python_device if device.compatible else NODES[device.kind]
+            write(fdt, device, ph)
     return fdt.finish()
 
 
@@ -192,6 +193,14 @@ def _virtio_mmio(fdt: FdtWriter, device: Placement, ph: _Phandles) -> None:
         fdt.property_cells("reg", _reg(device.base, device.size))
         fdt.property_cells("interrupts", _spi(device))
         fdt.property_empty("dma-coherent")
+
+
+def _python_device(fdt: FdtWriter, device: Placement, ph: _Phandles) -> None:
+    assert device.compatible is not None
+    with fdt.node(device.name):
+        fdt.property_string("compatible", device.compatible)
+        fdt.property_cells("reg", _reg(device.base, device.size))
+        fdt.property_cells("interrupts", _spi(device))
 
 
 NODES: dict[str, Callable[[FdtWriter, Placement, _Phandles], None]] = {

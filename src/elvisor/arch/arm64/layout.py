@@ -8,6 +8,7 @@
 0x0900_0000 ├──────────────────────────────┤ PL011 UART (4 KiB), SPI 1
 0x0901_0000 │ PL031 RTC (4 KiB), SPI 2     │
 0x0A00_0000 ├──────────────────────────────┤ virtio-mmio slots, 512 bytes each, SPI 16+
+0x0B00_0000 ├──────────────────────────────┤ the user's Python devices (--device), SPI 48+
 0x4000_0000 ├──────────────────────────────┤ RAM: kernel, device tree, initrd, ...
             └──────────────────────────────┘
 """
@@ -31,6 +32,11 @@ VIRTIO_MMIO_BASE = 0x0A00_0000
 VIRTIO_MMIO_SIZE = 0x200
 VIRTIO_MMIO_SLOTS = 32
 VIRTIO_SPI_BASE = 16
+
+USER_MMIO_BASE = 0x0B00_0000  # the user's Python devices (devices/python.py), one after another
+USER_MMIO_LIMIT = 0x0C00_0000
+USER_SPI_BASE = VIRTIO_SPI_BASE + VIRTIO_MMIO_SLOTS  # 48
+USER_DEVICES = 16  # at most
 
 RAM_BASE = 0x4000_0000
 
