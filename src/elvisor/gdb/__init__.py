@@ -1,0 +1,1 @@
+"""A GDB remote serial protocol server for elvisor's guests (`elvisor run --gdb`)."""
