@@ -186,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="at the end, a table of exits by reason and by device register, with time spent",
     )
+    run.add_argument(
+        "--gdb",
+        metavar="[HOST:]PORT",
+        help="serve gdb's remote protocol on this TCP port (host 127.0.0.1 unless given)",
+    )
+    run.add_argument(
+        "--gdb-wait", action="store_true", help="with --gdb: the guest waits for gdb to continue"
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="timings and device logs")
 
     firecracker = commands.add_parser(
@@ -383,6 +391,16 @@ def _cmd_run(args: argparse.Namespace, started: float) -> int:
     from elvisor.api.instance import Instance
 
     instance = Instance()
+    if args.gdb_wait and not args.gdb:
+        raise UserError("--gdb-wait waits for gdb on the --gdb port: add --gdb PORT")
+    if args.gdb:
+        from elvisor.gdb.server import parse_address
+
+        if args.restore or args.api_sock:
+            raise UserError(
+                "--gdb debugs a VM that `elvisor run` boots: drop --restore and --api-sock"
+            )
+        instance.gdb = (parse_address(args.gdb), args.gdb_wait)
     with contextlib.ExitStack() as stack:
         if args.trace or args.stats or args.trace_file:
             instance.watch = _exit_watch(args, stack)

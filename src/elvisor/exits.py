@@ -63,6 +63,7 @@ class ExitView:
         self.index = index
         self.vcpu = vcpu
         self.counts = counts  # by reason, REASONS long (see `counted`)
+        self.on_debug: Callable[[ExitView], None] | None = None  # a debugger's, for its exits
 
     @classmethod
     def made_up(cls, vcpu: Registers, index: int = 0) -> ExitView:
@@ -109,6 +110,9 @@ def handle_exit(
 
 
 def _other_exit(reason: int, view: ExitView, hypercalls: HypercallTable) -> RunResult | None:
+    if reason == ExitReason.KVM_EXIT_DEBUG and view.on_debug is not None:
+        view.on_debug(view)  # (a breakpoint, a step or a watchpoint, for the debugger)
+        return None
     if reason == ExitReason.KVM_EXIT_SYSTEM_EVENT:
         return _system_event(view)
     if reason == ExitReason.KVM_EXIT_HYPERCALL:

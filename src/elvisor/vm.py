@@ -48,6 +48,7 @@ from elvisor.terminal import EscapeDecoder, raw_terminal
 
 if TYPE_CHECKING:  # (snapshots are imported when one is taken or restored)
     from elvisor import snapshot as snapshots
+    from elvisor.gdb.server import Debugger
     from elvisor.trace import ExitWatch
 
 __all__ = [
@@ -128,12 +129,14 @@ class Vm:
         self.console = console or Console.stdio()
         self.on_first_run: Callable[[float], None] | None = None  # gets vCPU 0's first KVM_RUN
         self.watch: ExitWatch | None = None  # --trace exits, --stats: set before the start
+        self.debugger: Debugger | None = None  # --gdb: gets the debug exits; before the start
         self._state = State.CREATED
         self._lifecycle = threading.RLock()  # one life-cycle call at a time
         self._gate = threading.Condition()  # where vCPU threads park; guards the fields below
         self._pausing = False
         self._stopping = False
         self._parked = 0
+        self._held: set[int] = set()  # vCPUs parked while the others run (a debugger's step)
         self._live = 0  # vCPU threads not yet ended
         self._result: RunResult | None = None
         self._ended = threading.Event()  # a result is set
@@ -219,12 +222,20 @@ class Vm:
 
     # --- the life cycle --------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Created -> running: the I/O threads, then one thread per vCPU."""
+    def start(self, paused: bool = False) -> None:
+        """Created -> running: the I/O threads, then one thread per vCPU. `paused`: the
+        threads park before the guest's first instruction (the VM is then paused)."""
         with self._lifecycle:
             self._expect(State.CREATED, "start")
+            if paused:
+                with self._gate:
+                    self._pausing = True
+                for vcpu in self._machine.vcpus:
+                    vcpu.set_immediate_exit(True)  # (the first KVM_RUN returns at once)
             self._start_threads()
             self._state = State.RUNNING
+            if paused:
+                self.pause()
 
     def _start_threads(self) -> None:
         self._start_workers()
@@ -251,8 +262,9 @@ class Vm:
             self._stop_workers()
             self._state = State.PAUSED
 
-    def resume(self) -> None:
-        """Paused -> running (a VM restored from a snapshot starts here)."""
+    def resume(self, only: int | None = None) -> None:
+        """Paused -> running (a VM restored from a snapshot starts here). `only`: that vCPU
+        runs, the others stay parked (a debugger stepping one vCPU)."""
         with self._lifecycle:
             self._expect(State.PAUSED, "resume")
             if not self._threads:
@@ -261,6 +273,7 @@ class Vm:
                 return
             self._start_workers()
             with self._gate:
+                self._held = set() if only is None else set(range(len(self._threads))) - {only}
                 self._pausing = False
                 self._gate.notify_all()
             self._state = State.RUNNING
@@ -349,6 +362,8 @@ class Vm:
         run, handle = vcpu.run, exit_handler(view, machine.bus, machine.hypercalls)
         if self.watch is not None and self.watch.on:
             handle = self.watch.wrap(handle, view, machine.bus)
+        if self.debugger is not None:
+            view.on_debug = self._debug_exit
         if index == 0 and self.on_first_run:
             self.on_first_run(time.monotonic())
         try:
@@ -369,18 +384,30 @@ class Vm:
             view.release()
 
     def _park(self, index: int) -> bool:
-        """After a kick: wait here while the VM is paused; False when it stops."""
+        """After a kick: wait here while the VM is paused (or this vCPU is held); False
+        when the VM stops."""
         with self._gate:
-            if self._pausing and not self._stopping:
+            if (self._pausing or index in self._held) and not self._stopping:
                 self._parked += 1
                 self._gate.notify_all()
-                while self._pausing and not self._stopping:
+                while (self._pausing or index in self._held) and not self._stopping:
                     self._gate.wait()
                 self._parked -= 1
             if self._stopping:
                 return False
             self._machine.vcpus[index].set_immediate_exit(False)
         return True
+
+    def _debug_exit(self, view: ExitView) -> None:
+        """In a vCPU thread: a breakpoint, step or watchpoint. The vCPU parks at once (its
+        next KVM_RUN returns without entering the guest) and the debugger is told; it
+        pauses the whole VM (all-stop) from its own thread."""
+        with self._gate:
+            self._pausing = True
+        self._machine.vcpus[view.index].set_immediate_exit(True)
+        debug = view.run.exit.debug
+        assert self.debugger is not None
+        self.debugger.debug_exit(view.index, int(debug.hsr), int(debug.far))
 
     # --- what it has done ------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ STRUCTS = [
     "kvm_enable_cap",
     "kvm_mp_state",
     "kvm_reg_list",
+    "kvm_guest_debug",
     "kvm_run",
 ]
 KVM_RUN_FIELDS = [
@@ -47,6 +48,7 @@ KVM_RUN_FIELDS = [
     "system_event",
     "internal",
     "fail_entry",
+    "debug",
     "arm_nisv",
     "kvm_valid_regs",
     "s",
@@ -68,6 +70,11 @@ def expressions() -> list[tuple[str, str, int]]:
                 "KVM_IRQFD_FLAG_RESAMPLE",
                 "KVM_IOEVENTFD_FLAG_DATAMATCH",
                 "KVM_IOEVENTFD_FLAG_DEASSIGN",
+                "KVM_GUESTDBG_ENABLE",
+                "KVM_GUESTDBG_SINGLESTEP",
+                "KVM_GUESTDBG_USE_SW_BP",
+                "KVM_GUESTDBG_USE_HW",
+                "KVM_ARM_MAX_DBG_REGS",
             )
         ),
         ("KVM_ARM_VM_SMCCC_FILTER", "KVM_ARM_VM_SMCCC_FILTER", uapi.KVM_ARM_VM_SMCCC_FILTER),

@@ -5,6 +5,7 @@ console are the main thread's), started, restored or stopped on request from ano
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from elvisor.vm import Signalled, State, Vm, VmStateError, signals_raise
 
 if TYPE_CHECKING:
     from elvisor import snapshot as snapshots
+    from elvisor.gdb.server import Debugger
     from elvisor.trace import ExitWatch
 
 log = Log(__name__)
@@ -44,6 +46,8 @@ class Instance:
         self.started_at: float | None = None  # time.monotonic() of the start
         self.on_first_run: Callable[[float], None] | None = None
         self.watch: ExitWatch | None = None  # --trace exits, --stats
+        self.gdb: tuple[tuple[str, int], bool] | None = None  # --gdb (address), --gdb-wait
+        self.debugger: Debugger | None = None
         self._requests: queue.Queue[_Request] = queue.Queue()
         self._accepting = False  # the main thread takes requests (it waits for the start)
         self._accepting_lock = threading.Lock()
@@ -85,7 +89,18 @@ class Instance:
         self.config = config
         self.vm = Vm(config, self.console)
         self.vm.on_first_run, self.vm.watch = self.on_first_run, self.watch
-        self.vm.start()
+        wait = False
+        if self.gdb is not None:
+            from elvisor.gdb.server import Debugger
+
+            address, wait = self.gdb
+            self.debugger = Debugger(self.vm, address)
+            where = f"{address[0]}:{self.debugger.port}"
+            print(f"elvisor: gdb: target remote {where}" + (" (the guest waits for it)" if wait
+                  else ""), file=sys.stderr, flush=True)  # fmt: skip
+        self.vm.start(paused=wait)
+        if self.debugger is not None:
+            self.debugger.start()
         log.info("microVM started: %d vCPUs, %d MiB", config.cpus, config.memory >> 20)
 
     def _on_main_thread(self, action: Callable[[], None]) -> None:
@@ -116,7 +131,7 @@ class Instance:
                 return result
             if not self.config.reboot:
                 return result
-            self.vm.close()
+            self.close()
             self.vm = None
             self._start(self.config)
 
@@ -153,6 +168,9 @@ class Instance:
         return None
 
     def close(self) -> None:
+        if self.debugger is not None:
+            self.debugger.close()
+            self.debugger = None
         if self.vm is not None:
             self.vm.close()
 

@@ -26,6 +26,7 @@ from elvisor.kvm.uapi import (
     kvm_create_device,
     kvm_device_attr,
     kvm_enable_cap,
+    kvm_guest_debug,
     kvm_ioeventfd,
     kvm_irq_level,
     kvm_irqfd,
@@ -235,6 +236,10 @@ class Vcpu(_DeviceAttrs):
 
     def arm_vcpu_finalize(self, feature: int) -> None:
         self._ioctl(Ioctl.KVM_ARM_VCPU_FINALIZE, ctypes.c_int(feature))
+
+    def set_guest_debug(self, debug: kvm_guest_debug) -> None:
+        """KVM_SET_GUEST_DEBUG: what traps to the VMM (breakpoints, steps, watchpoints)."""
+        self._ioctl(Ioctl.KVM_SET_GUEST_DEBUG, debug)
 
     def get_one_reg(self, reg_id: int) -> int:
         buf = (ctypes.c_uint8 * reg_size(reg_id))()

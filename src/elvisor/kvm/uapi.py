@@ -90,6 +90,28 @@ class kvm_smccc_filter(ctypes.Structure):
     _fields_ = [("base", u32), ("nr_functions", u32), ("action", u8), ("pad", u8 * 15)]
 
 
+KVM_ARM_MAX_DBG_REGS = 16
+
+
+class kvm_guest_debug(ctypes.Structure):
+    """KVM_SET_GUEST_DEBUG: control (KVM_GUESTDBG_*), then arm64's kvm_guest_debug_arch."""
+
+    _fields_ = [
+        ("control", u32),
+        ("pad", u32),
+        ("dbg_bcr", u64 * KVM_ARM_MAX_DBG_REGS),
+        ("dbg_bvr", u64 * KVM_ARM_MAX_DBG_REGS),
+        ("dbg_wcr", u64 * KVM_ARM_MAX_DBG_REGS),
+        ("dbg_wvr", u64 * KVM_ARM_MAX_DBG_REGS),
+    ]
+
+
+KVM_GUESTDBG_ENABLE = 1 << 0
+KVM_GUESTDBG_SINGLESTEP = 1 << 1
+KVM_GUESTDBG_USE_SW_BP = 1 << 16  # a BRK exits to the VMM (arm64)
+KVM_GUESTDBG_USE_HW = 1 << 17  # the dbg_* registers are the guest's while it runs (arm64)
+
+
 # --- struct kvm_run: the page shared with the kernel, mmap()ed from the vCPU fd -------------
 
 
@@ -117,6 +139,10 @@ class _kvm_run_hw(ctypes.Structure):
     _fields_ = [("hardware_exit_reason", u64)]
 
 
+class _kvm_run_debug(ctypes.Structure):
+    _fields_ = [("hsr", u32), ("hsr_high", u32), ("far", u64)]  # kvm_debug_exit_arch
+
+
 class _kvm_run_arm_nisv(ctypes.Structure):
     _fields_ = [("esr_iss", u64), ("fault_ipa", u64)]
 
@@ -125,6 +151,7 @@ class _kvm_run_exit(ctypes.Union):
     _fields_ = [
         ("hw", _kvm_run_hw),
         ("fail_entry", _kvm_run_fail_entry),
+        ("debug", _kvm_run_debug),
         ("mmio", _kvm_run_mmio),
         ("hypercall", _kvm_run_hypercall),
         ("internal", _kvm_run_internal),
@@ -184,6 +211,8 @@ class Cap(IntEnum):
     KVM_CAP_ARM_EL1_32BIT = 93
     KVM_CAP_VM_ATTRIBUTES = 101
     KVM_CAP_ARM_PSCI_0_2 = 102
+    KVM_CAP_GUEST_DEBUG_HW_BPS = 119
+    KVM_CAP_GUEST_DEBUG_HW_WPS = 120
     KVM_CAP_ARM_PMU_V3 = 126
     KVM_CAP_IMMEDIATE_EXIT = 136
     KVM_CAP_ARM_USER_IRQ = 144
@@ -339,6 +368,7 @@ class Ioctl(IntEnum):
     KVM_RUN = _IO(KVMIO, 0x80)
     KVM_GET_MP_STATE = _IOR(KVMIO, 0x98, _sizeof(kvm_mp_state))
     KVM_SET_MP_STATE = _IOW(KVMIO, 0x99, _sizeof(kvm_mp_state))
+    KVM_SET_GUEST_DEBUG = _IOW(KVMIO, 0x9B, _sizeof(kvm_guest_debug))
     KVM_GET_ONE_REG = _IOW(KVMIO, 0xAB, _sizeof(kvm_one_reg))
     KVM_SET_ONE_REG = _IOW(KVMIO, 0xAC, _sizeof(kvm_one_reg))
     KVM_ARM_VCPU_INIT = _IOW(KVMIO, 0xAE, _sizeof(kvm_vcpu_init))
