@@ -114,3 +114,18 @@ def test_breakpoints_steps_and_stops() -> None:
     assert session.handle(b"c") is None and target.resumed == [1, None]
     assert session.stopped(0, 2) == b"T02thread:1;"
     assert session.handle(b"s") is None and target.resumed == [1, None, 0]
+
+
+def test_hostile_packets_get_error_replies_and_change_nothing() -> None:
+    target = FakeTarget()
+    session = Session(target)
+    before = [dict(r) for r in target.registers]
+    for packet in (b"G0", b"Gzz", b"P20=00", b"P20=zz", b"Pzz", b"p", b"m1,", b"M1,2:a",
+                   b"Xffff800000001000,5:ab", b"Z9,1,1", b"Z0,zz,4", b"Hgzz", b"vCont;s:9",
+                   b"qXfer:features:read:target.xml:zz", b"T0", b"\xff\xfe"):  # fmt: skip
+        reply = session.handle(packet)
+        assert reply is not None and (reply == b"" or reply.startswith(b"E")), (packet, reply)
+    assert target.registers == before and target.resumed == []
+    huge = session.handle(b"mffff800000001000,ffffffff")  # (clipped: never a huge reply)
+    assert huge == b"E14"  # (the 64 bytes there are all that is mapped)
+    assert len(session.handle(b"mffff800000001000,40")) == 128
